@@ -1,0 +1,102 @@
+//! Starts every service of `netbootd serve` from one [`Config`] and stops them together.
+
+use std::net::SocketAddr;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, DhcpMode};
+use crate::dhcp::DhcpService;
+use crate::http::HttpService;
+use crate::policy::{self, PolicyHandle};
+use crate::tftp::TftpService;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("policy {dir} is invalid:\n{errors}")]
+    Policy {
+        dir: std::path::PathBuf,
+        errors: policy::PolicyErrors,
+    },
+    #[error("cannot create data folder {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Dhcp(#[from] crate::dhcp::DhcpError),
+    #[error(transparent)]
+    Tftp(#[from] crate::tftp::TftpError),
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
+}
+
+/// Runs all services until `shutdown` fires or one of them fails; a failure in one
+/// stops the others.
+pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), DaemonError> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| DaemonError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let policy: PolicyHandle =
+        policy::watch(&config.policy_dir).map_err(|errors| DaemonError::Policy {
+            dir: config.policy_dir.clone(),
+            errors,
+        })?;
+
+    let server_ip = config.server_ip();
+    let http = HttpService {
+        bind: config.http_bind(),
+        public_base: config.http_base(),
+        policy: policy.clone(),
+        data_dir: config.data_dir.clone(),
+        ipxe_dir: config.ipxe_dir.clone(),
+    };
+    let mut roots = vec![config.ipxe_dir.clone()];
+    roots.extend(config.tftp.extra_dir.clone());
+    let tftp = TftpService {
+        bind: SocketAddr::from((server_ip, config.tftp.port)),
+        roots,
+        config: config.tftp.clone(),
+    };
+
+    let mut tasks = tokio::task::JoinSet::new();
+    let stop = shutdown.clone();
+    tasks.spawn(async move { http.run(stop).await.map_err(DaemonError::from) });
+    let stop = shutdown.clone();
+    tasks.spawn(async move { tftp.run(stop).await.map_err(DaemonError::from) });
+    if config.dhcp.mode != DhcpMode::Off {
+        let dhcp = DhcpService {
+            config: config.dhcp.clone(),
+            interface: config.interface.clone().unwrap_or_default(),
+            server_ip,
+            http_base: config.http_base(),
+            boot_files: config.boot_files.clone(),
+            policy: policy.clone(),
+            lease_file: config.data_dir.join("leases.json"),
+        };
+        let stop = shutdown.clone();
+        tasks.spawn(async move { dhcp.run(stop).await.map_err(DaemonError::from) });
+    }
+    tracing::info!(
+        server = %server_ip,
+        http = %config.http_base(),
+        dhcp = ?config.dhcp.mode,
+        interface = ?config.interface,
+        "netbootd started"
+    );
+
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        // The first service to end (error or shutdown) ends them all.
+        shutdown.cancel();
+        match joined {
+            Ok(Err(e)) if result.is_ok() => result = Err(e),
+            Err(e) if e.is_panic() => tracing::error!("service panicked: {e}"),
+            _ => {}
+        }
+    }
+    result
+}

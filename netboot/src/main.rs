@@ -1,0 +1,196 @@
+//! `netbootd`: the only place that reads flags, files and the environment, and decides
+//! exit codes.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use netboot::config::{Config, DhcpMode, Pool};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "netbootd", version, about = "carte's network boot daemon: DHCP, TFTP, HTTP and boot policy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Serve(ServeArgs),
+    /// Work with boot policy folders.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate a policy folder; print each problem with file and line; exit 1 if any.
+    Check { dir: PathBuf },
+}
+
+/// Every key of the config file, as a flag; a flag wins over the file.
+#[derive(Args)]
+struct ServeArgs {
+    /// TOML config file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[arg(long)]
+    interface: Option<String>,
+    #[arg(long)]
+    server_addr: Option<Ipv4Addr>,
+    #[arg(long)]
+    dhcp_mode: Option<DhcpMode>,
+    /// Address pool for full mode, FIRST-LAST.
+    #[arg(long)]
+    dhcp_pool: Option<Pool>,
+    #[arg(long)]
+    dhcp_prefix_len: Option<u8>,
+    #[arg(long)]
+    dhcp_router: Option<Ipv4Addr>,
+    #[arg(long)]
+    dhcp_lease_secs: Option<u32>,
+    #[arg(long)]
+    http_port: Option<u16>,
+    #[arg(long)]
+    tftp_port: Option<u16>,
+    #[arg(long)]
+    tftp_max_blksize: Option<u16>,
+    /// Extra folder served over TFTP after the iPXE binaries.
+    #[arg(long)]
+    tftp_dir: Option<PathBuf>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    policy_dir: Option<PathBuf>,
+    #[arg(long)]
+    ipxe_dir: Option<PathBuf>,
+}
+
+impl ServeArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = self.interface {
+            cfg.interface = Some(v);
+        }
+        if let Some(v) = self.server_addr {
+            cfg.server_addr = Some(v);
+        }
+        if let Some(v) = self.dhcp_mode {
+            cfg.dhcp.mode = v;
+        }
+        if let Some(v) = self.dhcp_pool {
+            cfg.dhcp.pool = Some(v);
+        }
+        if let Some(v) = self.dhcp_prefix_len {
+            cfg.dhcp.prefix_len = v;
+        }
+        if let Some(v) = self.dhcp_router {
+            cfg.dhcp.router = Some(v);
+        }
+        if let Some(v) = self.dhcp_lease_secs {
+            cfg.dhcp.lease_secs = v;
+        }
+        if let Some(v) = self.http_port {
+            cfg.http_port = v;
+        }
+        if let Some(v) = self.tftp_port {
+            cfg.tftp.port = v;
+        }
+        if let Some(v) = self.tftp_max_blksize {
+            cfg.tftp.max_blksize = v;
+        }
+        if let Some(v) = self.tftp_dir {
+            cfg.tftp.extra_dir = Some(v);
+        }
+        if let Some(v) = self.data_dir {
+            cfg.data_dir = v;
+        }
+        if let Some(v) = self.policy_dir {
+            cfg.policy_dir = v;
+        }
+        if let Some(v) = self.ipxe_dir {
+            cfg.ipxe_dir = v;
+        }
+        Ok(cfg)
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Policy {
+            command: PolicyCommand::Check { dir },
+        } => policy_check(&dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("netbootd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn policy_check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    match netboot::policy::load_dir(dir) {
+        Ok(policy) => {
+            println!(
+                "{}: ok ({} setups, {} groups, {} machines)",
+                dir.display(),
+                policy.setups.len(),
+                policy.groups.len(),
+                policy.machines.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                eprintln!("{e}");
+            }
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = args.into_config()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return;
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("shutting down");
+            stop.cancel();
+        });
+        netboot::daemon::serve(config, shutdown).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,142 @@
+//! Boot policy: which setup each machine boots, read from a folder of TOML files.
+//!
+//! **The policy engine does no network IO.** Loading ([`load`]) turns a folder into a
+//! validated [`Policy`] or a list of errors with file and line; selection
+//! ([`Policy::select`]) is a pure function of the policy and a machine's [`MachineFacts`];
+//! [`watch`] swaps in a new policy only when the whole folder validates, so a bad edit
+//! never replaces the good one.
+
+pub mod load;
+pub mod select;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, RwLock};
+
+use crate::arch::ClientArch;
+use crate::mac::MacAddr;
+
+pub use load::{load_dir, PolicyError, PolicyErrors};
+pub use watch::watch;
+
+/// Built-in setup names that need no `[setup.*]` table.
+pub const BUILTIN_SETUPS: [&str; 3] = ["local", "wait", "ignore"];
+
+/// A validated policy: every group names an existing setup, there is exactly one
+/// default group, and no two groups of equal specificity can match the same machine.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Policy {
+    pub setups: BTreeMap<String, Setup>,
+    /// Groups in file order; selection picks the most specific match.
+    pub groups: Vec<Group>,
+    /// Per-machine facts the admin declares: static address reservations and labels.
+    pub machines: BTreeMap<MacAddr, MachineEntry>,
+}
+
+/// What a setup tells a machine to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// Boot a kernel over HTTP.
+    Boot(BootSpec),
+    /// Boot the local disk (`sanboot` on BIOS, `exit` on UEFI).
+    Local,
+    /// Park: sleep, then ask again, so a queued setup starts without a power cycle.
+    Wait,
+    /// Send nothing at all, so another server can boot the machine.
+    Ignore,
+}
+
+/// A kernel, its initrds and command line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BootSpec {
+    /// A path under the data folder (served at `/files/...`) or an absolute http(s) URL.
+    pub kernel: String,
+    /// Same forms as `kernel`, in order.
+    pub initrds: Vec<String>,
+    /// Extra kernel command line; carte's own arguments are appended by the renderer.
+    pub cmdline: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setup {
+    pub name: String,
+    pub answer: Answer,
+}
+
+/// A group: a selector and the setup it gives to machines that match it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Group {
+    /// `name` from the file, or `file.toml:LINE` when it has none (for logs).
+    pub name: String,
+    pub selector: Selector,
+    pub setup: String,
+}
+
+/// Conditions a machine must all meet. An empty selector is the default group.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    pub macs: Vec<MacAddr>,
+    pub arches: Vec<ClientArch>,
+    /// SMBIOS UUIDs, lowercase, hyphenated.
+    pub uuids: Vec<String>,
+    /// Every label listed must be set on the machine (in `[machine."MAC"]`) to this value.
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What the admin declares about one machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MachineEntry {
+    /// Static reservation used by full-mode DHCP.
+    pub ip: Option<Ipv4Addr>,
+    pub hostname: Option<String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// What is known about a machine when it asks (from DHCP or from the iPXE request).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MachineFacts {
+    pub mac: MacAddr,
+    pub arch: Option<ClientArch>,
+    /// SMBIOS UUID (DHCP option 97 or iPXE `${uuid}`), lowercase, hyphenated.
+    pub uuid: Option<String>,
+}
+
+/// The outcome of selection, kept whole so the daemon can log every decision.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decision {
+    pub group: String,
+    pub setup: String,
+    pub answer: Answer,
+}
+
+/// The live policy, shared by the DHCP, TFTP and HTTP services. Cheap to clone.
+#[derive(Clone, Debug, Default)]
+pub struct PolicyHandle {
+    inner: Arc<RwLock<Arc<Policy>>>,
+}
+
+impl PolicyHandle {
+    pub fn new(policy: Policy) -> Self {
+        Self {
+            inner: Arc::new(RwLock::new(Arc::new(policy))),
+        }
+    }
+
+    /// The policy in force now. Callers hold the returned `Arc` for one request.
+    pub fn current(&self) -> Arc<Policy> {
+        match self.inner.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the policy in force (only ever with one that validated).
+    pub fn replace(&self, policy: Policy) {
+        let mut guard = match self.inner.write() {
+            Ok(guard) => guard,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        *guard = Arc::new(policy);
+    }
+}

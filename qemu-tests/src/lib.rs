@@ -1,0 +1,1 @@
+//! qemu-tests: the end-to-end harness (namespaces, QEMU machines, serial console).
