@@ -158,10 +158,15 @@ mod tests {
 
     #[test]
     fn vendor_class_fallback() {
-        let check = |s: &str, want: Option<ClientArch>| assert_eq!(ClientArch::from_vendor_class(s), want, "{s}");
+        let check = |s: &str, want: Option<ClientArch>| {
+            assert_eq!(ClientArch::from_vendor_class(s), want, "{s}")
+        };
         check("PXEClient:Arch:00007:UNDI:003016", Some(ClientArch::EfiX64));
         check("PXEClient:Arch:00000:UNDI:002001", Some(ClientArch::Bios));
-        check("HTTPClient:Arch:00016:UNDI:003001", Some(ClientArch::EfiX64Http));
+        check(
+            "HTTPClient:Arch:00016:UNDI:003001",
+            Some(ClientArch::EfiX64Http),
+        );
         check("PXEClient", None);
         check("PXEClient:Arch:", None);
         check("PXEClient:Arch:9999999", None);
@@ -174,8 +179,17 @@ mod tests {
             let arch = ClientArch::from_code(code);
             assert_eq!(ClientArch::from_name(&arch.name()), Some(arch));
         }
-        assert_eq!(BootFileTable::default().file_for(ClientArch::Bios), Some("undionly.kpxe"));
-        assert_eq!(BootFileTable::default().file_for(ClientArch::EfiX64), Some("ipxe.efi"));
-        assert_eq!(BootFileTable::default().file_for(ClientArch::Other(99)), None);
+        assert_eq!(
+            BootFileTable::default().file_for(ClientArch::Bios),
+            Some("undionly.kpxe")
+        );
+        assert_eq!(
+            BootFileTable::default().file_for(ClientArch::EfiX64),
+            Some("ipxe.efi")
+        );
+        assert_eq!(
+            BootFileTable::default().file_for(ClientArch::Other(99)),
+            None
+        );
     }
 }

@@ -45,7 +45,9 @@ impl std::str::FromStr for Pool {
 
 impl<'de> Deserialize<'de> for Pool {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
     }
 }
 
@@ -187,10 +189,14 @@ impl Config {
             ));
         }
         if self.dhcp.prefix_len > 32 {
-            return Err(ConfigError::Invalid("dhcp.prefix_len must be 0..=32".into()));
+            return Err(ConfigError::Invalid(
+                "dhcp.prefix_len must be 0..=32".into(),
+            ));
         }
         if !(512..=65464).contains(&self.tftp.max_blksize) && self.tftp.max_blksize != 0 {
-            return Err(ConfigError::Invalid("tftp.max_blksize must be 512..=65464".into()));
+            return Err(ConfigError::Invalid(
+                "tftp.max_blksize must be 512..=65464".into(),
+            ));
         }
         Ok(())
     }
@@ -232,7 +238,10 @@ mod tests {
         .expect("valid config");
         assert_eq!(cfg.dhcp.mode, DhcpMode::Proxy);
         assert_eq!(cfg.tftp.max_blksize, 1024);
-        assert_eq!(cfg.boot_files.0.get("bios").map(String::as_str), Some("undionly.kkpxe"));
+        assert_eq!(
+            cfg.boot_files.0.get("bios").map(String::as_str),
+            Some("undionly.kkpxe")
+        );
         assert!(cfg.validate().is_ok());
         assert!(toml::from_str::<Config>("intreface = \"br0\"").is_err());
     }

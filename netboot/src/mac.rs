@@ -26,7 +26,11 @@ impl FromStr for MacAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let err = || MacParseError(s.to_string());
-        let hex: String = s.trim().chars().filter(|c| *c != ':' && *c != '-').collect();
+        let hex: String = s
+            .trim()
+            .chars()
+            .filter(|c| *c != ':' && *c != '-')
+            .collect();
         let separated = s.trim().len() != hex.len();
         if hex.len() != 12 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(err());
@@ -83,7 +87,12 @@ mod tests {
     #[test]
     fn accepts_common_spellings() {
         let want = MacAddr([0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
-        for s in ["52:54:00:ab:cd:ef", "52-54-00-AB-CD-EF", "525400abcdef", " 52:54:00:Ab:cD:eF "] {
+        for s in [
+            "52:54:00:ab:cd:ef",
+            "52-54-00-AB-CD-EF",
+            "525400abcdef",
+            " 52:54:00:Ab:cD:eF ",
+        ] {
             assert_eq!(s.parse::<MacAddr>(), Ok(want), "{s}");
         }
         assert_eq!(want.to_string(), "52:54:00:ab:cd:ef");
@@ -92,7 +101,14 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in ["", "52:54:00:ab:cd", "52:54:00:ab:cd:ef:00", "5:254:00:ab:cd:ef", "zz:54:00:ab:cd:ef", "52:54:00:ab:cd:e"] {
+        for s in [
+            "",
+            "52:54:00:ab:cd",
+            "52:54:00:ab:cd:ef:00",
+            "5:254:00:ab:cd:ef",
+            "zz:54:00:ab:cd:ef",
+            "52:54:00:ab:cd:e",
+        ] {
             assert!(s.parse::<MacAddr>().is_err(), "{s}");
         }
     }

@@ -11,7 +11,11 @@ use netboot::config::{Config, DhcpMode, Pool};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "netbootd", version, about = "carte's network boot daemon: DHCP, TFTP, HTTP and boot policy")]
+#[command(
+    name = "netbootd",
+    version,
+    about = "carte's network boot daemon: DHCP, TFTP, HTTP and boot policy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -176,13 +180,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let shutdown = CancellationToken::new();
         let stop = shutdown.clone();
         tokio::spawn(async move {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot watch SIGTERM: {e}");
-                    return;
-                }
-            };
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!("cannot watch SIGTERM: {e}");
+                        return;
+                    }
+                };
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
