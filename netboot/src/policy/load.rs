@@ -119,11 +119,13 @@ struct Source {
 impl Source {
     fn line_of(&self, offset: usize) -> usize {
         let end = offset.min(self.text.len());
-        self.text.as_bytes()[..end]
+        let line = self.text.as_bytes()[..end]
             .iter()
             .filter(|b| **b == b'\n')
             .count()
-            + 1
+            + 1;
+        // An error at the very end (after the final newline) belongs to the last line.
+        line.min(self.text.lines().count().max(1))
     }
 
     fn origin<T>(&self, spanned: &Spanned<T>) -> Origin {
@@ -336,6 +338,7 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
     }
 
     let mut origins: Vec<Origin> = Vec::new();
+    let mut checked: Vec<bool> = Vec::new();
     let mut group_names: HashMap<String, Origin> = HashMap::new();
     for (src, raw) in parsed {
         for group in &raw.group {
@@ -378,11 +381,14 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
                     ),
                 );
             }
+            let before = problems.0.len();
             let selector = group
                 .selector
                 .as_ref()
                 .map(|m| selector(src, m, problems))
                 .unwrap_or_default();
+            // A selector with a bad condition is not a default group nor comparable.
+            checked.push(problems.0.len() == before);
             policy.groups.push(Group {
                 name,
                 selector,
@@ -392,7 +398,7 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
         }
     }
 
-    check_groups(&policy.groups, &origins, complete, parsed, problems);
+    check_groups(&policy.groups, &origins, &checked, complete, parsed, problems);
     policy
 }
 
@@ -400,12 +406,13 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
 fn check_groups(
     groups: &[Group],
     origins: &[Origin],
+    checked: &[bool],
     complete: bool,
     parsed: &[(Source, RawFile)],
     problems: &mut Problems,
 ) {
     let defaults: Vec<usize> = (0..groups.len())
-        .filter(|i| groups[*i].selector.weight() == 0)
+        .filter(|i| checked[*i] && groups[*i].selector.weight() == 0)
         .collect();
     match defaults.as_slice() {
         [] if complete => {
@@ -433,6 +440,9 @@ fn check_groups(
     }
     for j in 0..groups.len() {
         for i in 0..j {
+            if !checked[i] || !checked[j] {
+                continue;
+            }
             let (a, b) = (&groups[i].selector, &groups[j].selector);
             let weight = a.weight();
             if weight == 0 || weight != b.weight() || !a.can_overlap(b) {
