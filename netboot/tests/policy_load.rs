@@ -118,7 +118,10 @@ labels = { rack = "a" }
     let names: Vec<&str> = p.groups.iter().map(|g| g.name.as_str()).collect();
     assert_eq!(names, ["rack-a", "20-groups.toml:7", "20-groups.toml:11"]);
     let m1: MacAddr = "52:54:00:12:34:01".parse().expect("mac");
-    assert_eq!(p.machines[&m1].ip, Some("198.51.100.50".parse().expect("ip")));
+    assert_eq!(
+        p.machines[&m1].ip,
+        Some("198.51.100.50".parse().expect("ip"))
+    );
     assert_eq!(p.machines[&m1].hostname.as_deref(), Some("node1"));
 
     let facts = |mac: &str, arch| MachineFacts {
@@ -184,7 +187,10 @@ fn syntax_and_unknown_keys() {
     check(
         &[
             ("a.toml", DEFAULT),
-            ("b.toml", "[machine.\"52:54:00:00:00:01\"]\n\naddress = \"198.51.100.9\"\n"),
+            (
+                "b.toml",
+                "[machine.\"52:54:00:00:00:01\"]\n\naddress = \"198.51.100.9\"\n",
+            ),
         ],
         &[("b.toml", 3, "unknown field `address`")],
     );
@@ -200,8 +206,14 @@ fn broken_file_does_not_cause_guessed_errors() {
     // only its own error is reported, not "unknown setup" or "no default group".
     check(
         &[
-            ("a.toml", "[[group]]\nmatch = { arch = [\"bios\"] }\nsetup = \"hello\"\n"),
-            ("b.toml", "[setup.hello]\nkernel = \"k\"\n[[group]]\nsetup = wait\n"),
+            (
+                "a.toml",
+                "[[group]]\nmatch = { arch = [\"bios\"] }\nsetup = \"hello\"\n",
+            ),
+            (
+                "b.toml",
+                "[setup.hello]\nkernel = \"k\"\n[[group]]\nsetup = wait\n",
+            ),
         ],
         &[("b.toml", 4, "")],
     );
@@ -228,10 +240,7 @@ fn setups() {
     );
     check(
         &with_default("[setup.wait]\nanswer = \"local\"\n\n[setup.ignore]\nanswer = \"wait\"\n"),
-        &[
-            ("s.toml", 1, "built-in"),
-            ("s.toml", 4, "built-in"),
-        ],
+        &[("s.toml", 1, "built-in"), ("s.toml", 4, "built-in")],
     );
     check(
         &with_default(
@@ -260,7 +269,10 @@ fn groups() {
         &[("a.toml", 4, "unknown setup \"nope\"")],
     );
     check(
-        &[("a.toml", "[[group]]\nmatch = { arch = [\"bios\"] }\nsetup = \"wait\"\n")],
+        &[(
+            "a.toml",
+            "[[group]]\nmatch = { arch = [\"bios\"] }\nsetup = \"wait\"\n",
+        )],
         &[("a.toml", 0, "no default group")],
     );
     check(
@@ -341,7 +353,10 @@ fn machines() {
     check(
         &[
             ("a.toml", DEFAULT),
-            ("b.toml", "[machine.\"52:54:00:00:00:01\"]\nip = \"198.51.100.7\"\n"),
+            (
+                "b.toml",
+                "[machine.\"52:54:00:00:00:01\"]\nip = \"198.51.100.7\"\n",
+            ),
             // Same machine, other spelling, other file.
             ("c.toml", "\n[machine.\"52-54-00-00-00-01\"]\n"),
         ],

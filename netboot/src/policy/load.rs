@@ -314,10 +314,7 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
                             entry.ip = Some(addr);
                         }
                     }
-                    Err(_) => problems.at(
-                        &at,
-                        format!("invalid IPv4 address {:?}", ip.get_ref()),
-                    ),
+                    Err(_) => problems.at(&at, format!("invalid IPv4 address {:?}", ip.get_ref())),
                 }
             }
             if let Some(hostname) = &machine.hostname {
@@ -398,7 +395,14 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
         }
     }
 
-    check_groups(&policy.groups, &origins, &checked, complete, parsed, problems);
+    check_groups(
+        &policy.groups,
+        &origins,
+        &checked,
+        complete,
+        parsed,
+        problems,
+    );
     policy
 }
 
@@ -654,7 +658,11 @@ mod tests {
             normalise_uuid("4C4C4544-0042-3510-8052-B4C04F4A4B31").as_deref(),
             Some("4c4c4544-0042-3510-8052-b4c04f4a4b31")
         );
-        for bad in ["", "4c4c4544004235108052b4c04f4a4b31", "4c4c4544-0042-3510-8052-b4c04f4a4b3g"] {
+        for bad in [
+            "",
+            "4c4c4544004235108052b4c04f4a4b31",
+            "4c4c4544-0042-3510-8052-b4c04f4a4b3g",
+        ] {
             assert_eq!(normalise_uuid(bad), None, "{bad}");
         }
     }
