@@ -201,6 +201,34 @@ fn syntax_and_unknown_keys() {
 }
 
 #[test]
+fn duplicates_and_types_within_a_file() {
+    check(
+        &[(
+            "a.toml",
+            "[[group]]\nsetup = \"wait\"\n[setup.a]\nkernel = \"k\"\n\n[setup.a]\nkernel = \"j\"\n",
+        )],
+        &[("a.toml", 6, "duplicate key `a`")],
+    );
+    check(
+        &[
+            ("a.toml", DEFAULT),
+            (
+                "b.toml",
+                "[machine.\"52:54:00:00:00:01\"]\nlabels = { rack = 1 }\n",
+            ),
+            (
+                "c.toml",
+                "[[group]]\nname = \"z\"\nmatch = { labels = { rack = \"a\" } }\n",
+            ),
+        ],
+        &[
+            ("b.toml", 2, "expected a string"),
+            ("c.toml", 1, "missing field `setup`"),
+        ],
+    );
+}
+
+#[test]
 fn broken_file_does_not_cause_guessed_errors() {
     // b.toml defines the setup and default group a.toml relies on, but does not parse:
     // only its own error is reported, not "unknown setup" or "no default group".
