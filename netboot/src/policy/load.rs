@@ -239,6 +239,18 @@ pub(crate) fn is_policy_file_name(name: &str) -> bool {
 
 fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problems) -> Policy {
     let mut policy = Policy::default();
+    let setup_names = validate_setups(parsed, &mut policy, problems);
+    validate_machines(parsed, &mut policy, problems);
+    validate_groups(parsed, &setup_names, complete, &mut policy, problems);
+    policy
+}
+
+/// Fills `policy.setups`; returns every setup name declared (valid or not) with where.
+fn validate_setups(
+    parsed: &[(Source, RawFile)],
+    policy: &mut Policy,
+    problems: &mut Problems,
+) -> HashMap<String, Origin> {
     // Every setup name declared, valid or not, so a broken setup does not also make
     // each group that names it "unknown".
     let mut setup_names: HashMap<String, Origin> = HashMap::new();
@@ -273,6 +285,11 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
         }
     }
 
+    setup_names
+}
+
+/// Fills `policy.machines`: one entry per MAC, one machine per reserved address.
+fn validate_machines(parsed: &[(Source, RawFile)], policy: &mut Policy, problems: &mut Problems) {
     let mut machine_origins: BTreeMap<MacAddr, Origin> = BTreeMap::new();
     let mut reserved: BTreeMap<Ipv4Addr, (MacAddr, Origin)> = BTreeMap::new();
     for (src, raw) in parsed {
@@ -333,7 +350,16 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
             policy.machines.insert(mac, entry);
         }
     }
+}
 
+/// Fills `policy.groups` in file order and checks defaults and overlaps.
+fn validate_groups(
+    parsed: &[(Source, RawFile)],
+    setup_names: &HashMap<String, Origin>,
+    complete: bool,
+    policy: &mut Policy,
+    problems: &mut Problems,
+) {
     let mut origins: Vec<Origin> = Vec::new();
     let mut checked: Vec<bool> = Vec::new();
     let mut group_names: HashMap<String, Origin> = HashMap::new();
@@ -403,7 +429,6 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
         parsed,
         problems,
     );
-    policy
 }
 
 /// Exactly one default group, and no two groups of equal weight that could both match.
