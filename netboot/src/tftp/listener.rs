@@ -38,7 +38,13 @@ impl BoundTftp {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                Some(_) = transfers.join_next(), if !transfers.is_empty() => {}
+                Some(joined) = transfers.join_next(), if !transfers.is_empty() => {
+                    if let Err(e) = joined {
+                        if e.is_panic() {
+                            tracing::error!("tftp: transfer task panicked: {e}");
+                        }
+                    }
+                }
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((len, peer)) => self.handle(&buf[..len], peer, &mut transfers).await,
                     Err(e) => {
