@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::packet::{self, ErrorCode, Packet, ParseError};
+use super::path::Refusal;
 use super::transfer::{self, Context, Outcome};
 
 /// A TFTP server whose socket is bound; [`BoundTftp::run`] serves until shutdown.
@@ -135,7 +136,12 @@ fn log_outcome(ctx: &Context, outcome: Result<Outcome, transfer::TransferError>)
         }
         Ok(Outcome::Refused(refusal)) => {
             if let Some(suppressed) = ctx.noise.allow() {
-                tracing::info!(?refusal, suppressed, "request refused");
+                match refusal {
+                    Refusal::NotFound => tracing::info!(suppressed, "file not found"),
+                    Refusal::Refused(reason) => {
+                        tracing::info!(reason, suppressed, "request refused")
+                    }
+                }
             }
         }
         Err(e) => {

@@ -12,7 +12,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tokio::fs::File;
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
@@ -97,8 +96,22 @@ pub async fn serve(
             return Ok(Outcome::Refused(refusal));
         }
     };
-    let file = File::open(&real).await.map_err(TransferError::Open)?;
-    let size = file.metadata().await.map_err(TransferError::Open)?.len();
+    // The name was checked a moment ago; open without following a link and without
+    // blocking on a FIFO, then check again what was opened, so a swap in between is caught.
+    let file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(&real)
+        .await
+        .map_err(TransferError::Open)?;
+    let meta = file.metadata().await.map_err(TransferError::Open)?;
+    if !meta.is_file() {
+        let refusal = Refusal::Refused("not a regular file");
+        let err = packet::encode_error(ErrorCode::AccessViolation, "access violation");
+        send(&socket, peer, &err).await?;
+        return Ok(Outcome::Refused(refusal));
+    }
+    let size = meta.len();
     let params = options::negotiate(&request.options, &ctx.config, size);
     tracing::debug!(
         size,
