@@ -525,6 +525,7 @@ async fn traversal_never_leaves_the_root_and_missing_is_error_1() {
     write(&root, "etc/passwd", b"root-local passwd");
     std::fs::create_dir_all(root.join("empty-dir")).expect("mkdir");
     std::os::unix::fs::symlink(tmp.path().join("x"), root.join("link")).expect("symlink");
+    nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
     let server = start(vec![root.clone()], config()).await;
 
     for name in [
@@ -535,6 +536,7 @@ async fn traversal_never_leaves_the_root_and_missing_is_error_1() {
         "a\\..\\..\\x",
         "link",
         "empty-dir",
+        "fifo",
     ] {
         let got = fetch(server.addr, name, &[]).await;
         assert!(matches!(got, Err((2, _))), "{name:?}: {got:?}");
