@@ -65,7 +65,6 @@ pub fn entry_script(base: &str) -> String {
     for try_no in 1..=ENTRY_TRIES {
         // `--replace` ends this script on success, so an `exit` in the machine's script
         // never falls back into the retry lines below.
-        let _ = writeln!(s, ":carte-try-{try_no}");
         let _ = writeln!(
             s,
             "chain --replace --autofree {url} || goto carte-failed-{try_no}"
@@ -173,11 +172,22 @@ fn render_boot(
         "echo carte: machine {mac} (group {}, setup {setup}): booting {kernel}",
         decision.group
     );
-    let _ = writeln!(s, "kernel {kernel} {}", cmdline.join(" "));
+    // A failed download must say so on the console, not just drop back to the firmware.
+    let _ = writeln!(
+        s,
+        "kernel {kernel} {} || goto carte-boot-failed",
+        cmdline.join(" ")
+    );
     for (n, url) in initrds.iter().enumerate() {
-        let _ = writeln!(s, "initrd --name initrd{n} {url}");
+        let _ = writeln!(s, "initrd --name initrd{n} {url} || goto carte-boot-failed");
     }
-    s.push_str("boot\n");
+    s.push_str("boot || goto carte-boot-failed\n");
+    s.push_str(":carte-boot-failed\n");
+    let _ = writeln!(
+        s,
+        "echo carte: machine {mac}: cannot boot {kernel} from {base}; leaving iPXE"
+    );
+    s.push_str("exit\n");
     Ok(())
 }
 
@@ -286,6 +296,8 @@ mod tests {
     const CARTE_ARGS: &str = "carte.server=http://192.0.2.1:8080 carte.mac=52:54:00:ab:cd:ef \
         BOOTIF=01-52-54-00-ab-cd-ef ip=${netX/ip}::${netX/gateway}:${netX/netmask}:::off";
 
+    const FAILED: &str = " || goto carte-boot-failed";
+
     #[test]
     fn boot_renders_kernel_initrds_and_cmdline_for_every_arch() {
         for arch in [
@@ -305,11 +317,13 @@ mod tests {
                 &[
                     &format!(
                         "kernel {BASE}/files/debian/vmlinuz console=ttyS0 quiet {CARTE_ARGS} \
-                         initrd=initrd0 initrd=initrd1"
+                         initrd=initrd0 initrd=initrd1{FAILED}"
                     ),
-                    &format!("initrd --name initrd0 {BASE}/files/carte/init.cpio.gz"),
-                    "initrd --name initrd1 https://mirror.example/mods.cpio",
-                    "boot",
+                    &format!("initrd --name initrd0 {BASE}/files/carte/init.cpio.gz{FAILED}"),
+                    &format!("initrd --name initrd1 https://mirror.example/mods.cpio{FAILED}"),
+                    &format!("boot{FAILED}"),
+                    ":carte-boot-failed",
+                    "exit",
                 ],
             );
         }
@@ -321,8 +335,10 @@ mod tests {
             boot("http://198.51.100.7/k", &[], ""),
             Some(ClientArch::EfiX64),
             &[
-                &format!("kernel http://198.51.100.7/k {CARTE_ARGS}"),
-                "boot",
+                &format!("kernel http://198.51.100.7/k {CARTE_ARGS}{FAILED}"),
+                &format!("boot{FAILED}"),
+                ":carte-boot-failed",
+                "exit",
             ],
         );
     }
@@ -333,8 +349,10 @@ mod tests {
             boot("k ${x}/vmlinuz+1", &[], ""),
             Some(ClientArch::Bios),
             &[
-                &format!("kernel {BASE}/files/k%20%24%7Bx%7D/vmlinuz%2B1 {CARTE_ARGS}"),
-                "boot",
+                &format!("kernel {BASE}/files/k%20%24%7Bx%7D/vmlinuz%2B1 {CARTE_ARGS}{FAILED}"),
+                &format!("boot{FAILED}"),
+                ":carte-boot-failed",
+                "exit",
             ],
         );
     }
@@ -405,6 +423,26 @@ mod tests {
             });
             assert!(echo.is_some(), "{answer:?}: {script}");
         }
+    }
+
+    #[test]
+    fn boot_failure_is_visible() {
+        let ctx = ScriptContext {
+            base: BASE,
+            mac: mac(),
+            arch: Some(ClientArch::EfiX64),
+        };
+        let script = render(&decision(boot("k", &[], "")), &ctx).expect("renders");
+        let tail: Vec<&str> = script.lines().rev().take(3).collect();
+        assert_eq!(
+            tail,
+            [
+                "exit",
+                "echo carte: machine 52:54:00:ab:cd:ef: cannot boot http://192.0.2.1:8080/files/k \
+                 from http://192.0.2.1:8080; leaving iPXE",
+                ":carte-boot-failed",
+            ]
+        );
     }
 
     #[test]
