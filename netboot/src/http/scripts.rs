@@ -58,10 +58,10 @@ pub async fn machine(
     tracing::info!(
         mac = %mac,
         arch = %facts.arch.map(|a| a.name()).unwrap_or_else(|| "unknown".into()),
-        uuid = facts.uuid.as_deref().unwrap_or(""),
+        uuid = %facts.uuid.as_deref().unwrap_or("-"),
         group = %decision.group,
         setup = %decision.setup,
-        answer = answer_name(&decision.answer),
+        answer = %answer_name(&decision.answer),
         "boot decision"
     );
     let ctx = ScriptContext {
