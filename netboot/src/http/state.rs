@@ -1,5 +1,6 @@
 //! The routes' shared state and the router. Selection sits behind the [`Select`] seam so
-//! route tests can fix the decision; the daemon passes the live [`PolicyHandle`].
+//! route tests can fix the decision; the daemon passes the live [`PolicyHandle`]. The
+//! state holds no per-machine or per-request data: every request reads the policy anew.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
