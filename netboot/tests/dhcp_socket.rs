@@ -55,11 +55,27 @@ impl Namespaces {
         ip(&["netns", "add", &ns.server])?;
         ip(&["netns", "add", &ns.client])?;
         ip(&[
-            "-n", &ns.server, "link", "add", "dv0", "type", "veth", "peer", "name", "dv1",
-            "netns", &ns.client,
+            "-n", &ns.server, "link", "add", "dv0", "type", "veth", "peer", "name", "dv1", "netns",
+            &ns.client,
         ])?;
-        ip(&["-n", &ns.server, "addr", "add", "192.0.2.1/24", "dev", "dv0"])?;
-        ip(&["-n", &ns.client, "addr", "add", "192.0.2.2/24", "dev", "dv1"])?;
+        ip(&[
+            "-n",
+            &ns.server,
+            "addr",
+            "add",
+            "192.0.2.1/24",
+            "dev",
+            "dv0",
+        ])?;
+        ip(&[
+            "-n",
+            &ns.client,
+            "addr",
+            "add",
+            "192.0.2.2/24",
+            "dev",
+            "dv1",
+        ])?;
         ip(&["-n", &ns.server, "link", "set", "dv0", "up"])?;
         ip(&["-n", &ns.client, "link", "set", "dv1", "up"])?;
         Ok(ns)
@@ -223,7 +239,11 @@ fn service_survives_malformed_packets_and_answers_discover() {
     assert_eq!(reply_opt(&first, 53), Some(vec![2]), "offer");
     assert_eq!(yiaddr(&first), Ipv4Addr::new(192, 0, 2, 100));
     assert_eq!(reply_opt(&first, 67), Some(b"undionly.kpxe".to_vec()));
-    assert_eq!(reply_opt(&second, 53), Some(vec![2]), "answered after the junk");
+    assert_eq!(
+        reply_opt(&second, 53),
+        Some(vec![2]),
+        "answered after the junk"
+    );
     assert_eq!(yiaddr(&second), Ipv4Addr::new(192, 0, 2, 101));
     assert_eq!(reply_opt(&second, 67), Some(b"ipxe.efi".to_vec()));
     drop(ns);

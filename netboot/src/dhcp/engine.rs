@@ -41,7 +41,7 @@ pub struct Outgoing {
 }
 
 enum ModeState {
-    Full(Mutex<FullMode>),
+    Full(Box<Mutex<FullMode>>),
     Proxy,
 }
 
@@ -79,7 +79,9 @@ impl Engine {
         leases: LeaseStore,
     ) -> Self {
         let mode = match config.mode {
-            DhcpMode::Full => ModeState::Full(Mutex::new(FullMode::new(config.clone(), leases))),
+            DhcpMode::Full => {
+                ModeState::Full(Box::new(Mutex::new(FullMode::new(config.clone(), leases))))
+            }
             DhcpMode::Proxy | DhcpMode::Off => ModeState::Proxy,
         };
         Self {
@@ -99,6 +101,13 @@ impl Engine {
     fn drop_malformed(&self, peer: SocketAddr, why: &dyn std::fmt::Display) {
         if let Some(suppressed) = self.malformed.allow() {
             tracing::warn!(%peer, suppressed, "dhcp: dropped packet: {why}");
+        }
+    }
+
+    /// An info line a client triggered, rate-limited with the decision lines.
+    fn note(&self, what: &str) {
+        if let Some(suppressed) = self.decisions.allow() {
+            tracing::info!(suppressed, "{what}");
         }
     }
 
@@ -140,7 +149,7 @@ impl Engine {
                     if let FullOutcome::Silent(why) =
                         full.handle(&self.env, &policy, &facts, mac, None, now)
                     {
-                        tracing::info!("{why}");
+                        self.note(&why);
                     }
                     return None;
                 }
@@ -151,7 +160,10 @@ impl Engine {
                         *r
                     }
                     FullOutcome::Silent(why) => {
-                        tracing::info!(answer = answer_name(&decision.answer), "no reply: {why}");
+                        self.note(&format!(
+                            "answer {}, no reply: {why}",
+                            answer_name(&decision.answer)
+                        ));
                         return None;
                     }
                 }
@@ -181,7 +193,7 @@ impl Engine {
                         r
                     }
                     Err(why) => {
-                        tracing::info!("no reply: {why}");
+                        self.note(&format!("no reply: {why}"));
                         return None;
                     }
                 }

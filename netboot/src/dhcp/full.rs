@@ -9,6 +9,7 @@
 //! machine keeps its address when the lease file was lost.
 
 use std::net::Ipv4Addr;
+use std::time::Duration;
 
 use super::boot::{BootEnv, BootInfo};
 use super::leases::{LeaseError, LeaseStore};
@@ -17,6 +18,7 @@ use super::reply::Reply;
 use crate::config::DhcpConfig;
 use crate::mac::MacAddr;
 use crate::policy::Policy;
+use crate::ratelimit::RateLimiter;
 
 /// How long an OFFER holds its address for the client to REQUEST it.
 pub const OFFER_HOLD_SECS: u64 = 30;
@@ -45,6 +47,8 @@ pub enum Refusal {
 pub struct FullMode {
     pub config: DhcpConfig,
     pub leases: LeaseStore,
+    /// A failing disk would otherwise log once per request.
+    write_errors: RateLimiter,
 }
 
 fn mask(prefix_len: u8) -> Ipv4Addr {
@@ -68,7 +72,11 @@ fn reserved_by(policy: &Policy, ip: Ipv4Addr) -> Option<MacAddr> {
 
 impl FullMode {
     pub fn new(config: DhcpConfig, leases: LeaseStore) -> Self {
-        Self { config, leases }
+        Self {
+            config,
+            leases,
+            write_errors: RateLimiter::new(5, Duration::from_secs(60)),
+        }
     }
 
     fn in_pool(&self, ip: Ipv4Addr) -> bool {
@@ -192,9 +200,11 @@ impl FullMode {
         FullOutcome::Reply(Box::new(reply))
     }
 
-    fn persist(result: Result<(), LeaseError>) {
+    fn persist(&self, result: Result<(), LeaseError>) {
         if let Err(e) = result {
-            tracing::error!("{e}; the lease is kept in memory only");
+            if let Some(suppressed) = self.write_errors.allow() {
+                tracing::error!(suppressed, "{e}; the lease is kept in memory only");
+            }
         }
     }
 
@@ -243,7 +253,8 @@ impl FullMode {
                 };
                 match self.check(env, policy, mac, ip, now) {
                     Ok(()) => {
-                        Self::persist(self.leases.bind(mac, ip, lease_end));
+                        let result = self.leases.bind(mac, ip, lease_end);
+                        self.persist(result);
                         FullOutcome::Reply(Box::new(self.answer(
                             env,
                             policy,
@@ -266,7 +277,7 @@ impl FullMode {
                         FullOutcome::Silent(format!("release of unknown {}", facts.ciaddr))
                     }
                     Err(e) => {
-                        tracing::error!("{e}");
+                        self.persist(Err(e));
                         FullOutcome::Silent("released in memory only".into())
                     }
                 }
@@ -278,7 +289,8 @@ impl FullMode {
                 let Some(ip) = facts.requested_ip else {
                     return FullOutcome::Silent("decline names no address".into());
                 };
-                Self::persist(self.leases.decline(ip, now + DECLINE_QUARANTINE_SECS));
+                let result = self.leases.decline(ip, now + DECLINE_QUARANTINE_SECS);
+                self.persist(result);
                 FullOutcome::Silent(format!("declined {ip}, quarantined"))
             }
             Some(MessageType::Inform) => {
