@@ -687,3 +687,53 @@ fn proxy_offer_and_boot_server_ack() {
     assert_eq!(reply_opt(&ipxe.bytes, 60), Some(b"PXEClient".to_vec()));
     assert_eq!(reply_opt(&ipxe.bytes, 43), None);
 }
+
+// ---------------------------------------------------------------- captured packets
+
+fn corpus(name: &str) -> Vec<u8> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/dhcp")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn captured_qemu_ipxe_discover() {
+    let bytes = corpus("qemu-seabios-ipxe-discover.bin");
+    let f = packet::parse(&bytes).expect("valid");
+    assert_eq!(f.mac, Some("52:54:00:12:34:56".parse().expect("mac")));
+    assert_eq!(f.arch, Some(ClientArch::Bios));
+    assert!(f.is_ipxe);
+    assert!(!f.broadcast());
+    assert_eq!(f.uuid, None, "all-zero uuid is no uuid");
+    assert_eq!(f.uuid_raw.as_ref().map(Vec::len), Some(17));
+    for e in [full(), proxy()] {
+        let out = e.handle(&bytes, peer(), Port::Dhcp, NOW).expect("answered");
+        assert_eq!(
+            reply_opt(&out.bytes, 67),
+            Some(format!("{HTTP}/boot.ipxe").into_bytes())
+        );
+    }
+}
+
+#[test]
+fn captured_ovmf_pxe_discover() {
+    let bytes = corpus("qemu-ovmf-x64-pxe-discover.bin");
+    let f = packet::parse(&bytes).expect("valid");
+    assert_eq!(f.mac, Some("52:54:00:12:34:57".parse().expect("mac")));
+    assert_eq!(f.arch, Some(ClientArch::EfiX64));
+    assert_eq!(f.arch_source, ArchSource::Option93);
+    assert!(!f.is_ipxe);
+    assert!(f.broadcast());
+    let out = full()
+        .handle(&bytes, peer(), Port::Dhcp, NOW)
+        .expect("offer");
+    assert_eq!(reply_opt(&out.bytes, 67), Some(b"ipxe.efi".to_vec()));
+    assert_eq!(file_field(&out.bytes), "ipxe.efi");
+    assert_eq!(out.dest, "255.255.255.255:68".parse().expect("addr"));
+    let out = proxy()
+        .handle(&bytes, peer(), Port::Dhcp, NOW)
+        .expect("proxy offer");
+    assert_eq!(yiaddr(&out.bytes), Ipv4Addr::UNSPECIFIED);
+    assert_eq!(reply_opt(&out.bytes, 97), f.uuid_raw, "uuid echoed");
+}

@@ -107,7 +107,8 @@ pub struct Facts {
     pub vendor_kind: VendorKind,
     /// User class "iPXE" (option 77, raw or RFC 3004 form) or option 175 present.
     pub is_ipxe: bool,
-    /// Option 97 as a lowercase hyphenated UUID (bytes in packet order).
+    /// Option 97 as a lowercase hyphenated UUID (bytes in packet order); `None` when
+    /// absent, malformed, or all zeros / all ones (SMBIOS "not set").
     pub uuid: Option<String>,
     /// Option 97 raw bytes, echoed by proxy replies.
     pub uuid_raw: Option<Vec<u8>>,
@@ -293,8 +294,15 @@ pub fn parse(bytes: &[u8]) -> Result<Facts, PacketError> {
     let is_ipxe = get(77).is_some_and(user_class_is_ipxe) || get(175).is_some();
     // Option 97: type 0 followed by 16 bytes (RFC 4578 section 2.2).
     let uuid_raw = get(97).map(<[u8]>::to_vec);
+    // All zeros or all ones mean "no UUID" in SMBIOS; never match a policy on them.
     let uuid = match get(97) {
-        Some([0, rest @ ..]) if rest.len() == 16 => Some(format_uuid(rest)),
+        Some([0, rest @ ..])
+            if rest.len() == 16
+                && !rest.iter().all(|b| *b == 0)
+                && !rest.iter().all(|b| *b == 0xff) =>
+        {
+            Some(format_uuid(rest))
+        }
         _ => None,
     };
 
