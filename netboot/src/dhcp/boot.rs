@@ -79,8 +79,14 @@ impl BootEnv {
         }
     }
 
-    /// Writes `info` into `reply`: boot file (option 67 and `file`), vendor class 60,
-    /// and for TFTP next-server (siaddr), option 66 and sname.
+    /// Writes `info` into `reply`: boot file (option 67 and `file`), and for TFTP
+    /// next-server (siaddr), option 66 and sname; for HTTP boot, vendor class HTTPClient
+    /// (UEFI HTTP boot ignores offers without it).
+    ///
+    /// TFTP answers deliberately carry no vendor class: UEFI PXE (EDK2) takes an offer
+    /// with an address *and* "PXEClient" for a BINL offer and asks siaddr:4011 again for
+    /// the file instead of loading it (seen with OVMF). Proxy mode adds "PXEClient",
+    /// which proxy offers need, and answers 4011.
     pub fn apply(&self, reply: &mut Reply, info: &BootInfo) {
         match info {
             BootInfo::Ipxe { url } => {
@@ -95,7 +101,6 @@ impl BootEnv {
                 reply.siaddr = self.server_ip;
                 reply.sname = Some(server.clone());
                 reply.set(66, server);
-                reply.set(60, "PXEClient");
                 reply.boot_file = Some(file.clone());
             }
         }
