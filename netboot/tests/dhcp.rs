@@ -213,6 +213,8 @@ fn ipxe_clients_get_the_entry_script() {
                 "{name}"
             );
             assert_eq!(file_field(&out.bytes), script, "{name}");
+            // iPXE ignores a proxy offer/ACK without next-server (dhcp_has_pxeopts).
+            assert_eq!(&out.bytes[20..24], &SERVER.octets(), "{name}: siaddr");
         }
     }
     let f = packet::parse(&Req::pxe(mac(2), 0).opt(77, "gPXE").encode()).expect("valid");

@@ -79,8 +79,8 @@ impl BootEnv {
         }
     }
 
-    /// Writes `info` into `reply`: boot file (option 67 and `file`), and for TFTP
-    /// next-server (siaddr), option 66 and sname; for HTTP boot, vendor class HTTPClient
+    /// Writes `info` into `reply`: next-server (siaddr), boot file (option 67 and
+    /// `file`), and for TFTP option 66 and sname; for HTTP boot, vendor class HTTPClient
     /// (UEFI HTTP boot ignores offers without it).
     ///
     /// TFTP answers deliberately carry no vendor class: UEFI PXE (EDK2) takes an offer
@@ -88,6 +88,9 @@ impl BootEnv {
     /// the file instead of loading it (seen with OVMF). Proxy mode adds "PXEClient",
     /// which proxy offers need, and answers 4011.
     pub fn apply(&self, reply: &mut Reply, info: &BootInfo) {
+        // Always name the next server: iPXE accepts a proxy offer or proxy ACK only when
+        // it has siaddr *and* a boot file (dhcp_has_pxeopts), whatever the file's scheme.
+        reply.siaddr = self.server_ip;
         match info {
             BootInfo::Ipxe { url } => {
                 reply.boot_file = Some(url.clone());
@@ -98,7 +101,6 @@ impl BootEnv {
             }
             BootInfo::Tftp { file } => {
                 let server = self.server_ip.to_string();
-                reply.siaddr = self.server_ip;
                 reply.sname = Some(server.clone());
                 reply.set(66, server);
                 reply.boot_file = Some(file.clone());
