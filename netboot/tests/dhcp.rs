@@ -261,12 +261,19 @@ fn replies_have_53_first_server_id_and_bootp_size() {
 
 #[test]
 fn relayed_request_goes_back_to_the_relay() {
-    let relay = Ipv4Addr::new(198, 51, 100, 1);
+    let relay = Ipv4Addr::new(192, 0, 2, 250);
     let mut req = Req::pxe(mac(5), 7);
     req.giaddr = relay;
     let out = must(&full(), &req);
     assert_eq!(out.dest, SocketAddr::from((relay, 67)));
     assert_eq!(&out.bytes[24..28], &relay.octets(), "giaddr echoed");
+    // Proxy mode answers a relay on another subnet (it gives no address).
+    let other = Ipv4Addr::new(198, 51, 100, 1);
+    req.giaddr = other;
+    let out = must(&proxy(), &req);
+    assert_eq!(out.dest, SocketAddr::from((other, 67)));
+    // Full mode has one pool on one subnet: a relay elsewhere gets no address from it.
+    assert!(send(&full(), &req).is_none());
 }
 
 #[test]

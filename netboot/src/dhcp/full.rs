@@ -1,8 +1,9 @@
 //! Full mode: addresses from the pool (reservations from the policy win), leases, and the
 //! DISCOVER / REQUEST / RELEASE / DECLINE / INFORM state machine of RFC 2131.
 //!
-//! It deliberately does no IO besides the lease file (through [`LeaseStore`]) and does
-//! not decide boot information: the caller passes the [`BootInfo`] (or none) in.
+//! It deliberately does no IO besides the lease file (through [`LeaseStore`]), does not
+//! decide boot information (the caller passes the [`BootInfo`], or none, in), and serves
+//! one pool on one subnet: a relay (giaddr) on another subnet gets no address.
 //!
 //! One deliberate leniency: an INIT-REBOOT request (no server id, no ciaddr) for a free
 //! pool address from a machine we have no record of is ACKed rather than ignored, so a
@@ -83,6 +84,14 @@ impl FullMode {
         self.config
             .pool
             .is_some_and(|p| (u32::from(p.first)..=u32::from(p.last)).contains(&u32::from(ip)))
+    }
+
+    /// Whether `ip` is in the pool's network (`prefix_len`).
+    fn on_pool_subnet(&self, ip: Ipv4Addr) -> bool {
+        let m = u32::from(mask(self.config.prefix_len));
+        self.config
+            .pool
+            .is_some_and(|p| u32::from(p.first) & m == u32::from(ip) & m)
     }
 
     /// Whether `ip` may go to `mac` at `now`. A reservation for `mac` always may.
@@ -220,6 +229,21 @@ impl FullMode {
         now: u64,
     ) -> FullOutcome {
         let lease_end = now + u64::from(self.config.lease_secs);
+        let assigns = matches!(
+            facts.message_type,
+            Some(MessageType::Discover | MessageType::Request)
+        );
+        if assigns
+            && !facts.giaddr.is_unspecified()
+            && !self.on_pool_subnet(facts.giaddr)
+            && reservation(policy, mac).is_none()
+        {
+            // One pool, one subnet: a relay elsewhere needs addresses we do not have.
+            return FullOutcome::Silent(format!(
+                "relay {} is not on the pool's subnet",
+                facts.giaddr
+            ));
+        }
         match facts.message_type {
             Some(MessageType::Discover) => match self.choose(env, policy, facts, mac, now) {
                 Some(ip) => {
