@@ -770,7 +770,7 @@ fn gzip(data: &[u8]) -> Vec<u8> {
 
 /// An OCI layout archive: plain, gzip and zstd layers, index -> manifest -> layers.
 fn oci_archive(tamper: bool) -> Vec<u8> {
-    let blobs = vec![
+    let blobs = [
         ("application/vnd.oci.image.layer.v1.tar", layer1()),
         (
             "application/vnd.oci.image.layer.v1.tar+gzip",
