@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 
 use super::cpio::CpioWriter;
 use super::error::{Error, IoContext, Result};
-use super::layer::{BuiltLayer, Format};
+use super::layer::{BuiltLayer, Format, Partial};
 use super::{deb, erofs, modset, stage, tools, BuildOptions};
 
 /// Where the modules tree sits inside the modules erofs layer.
@@ -98,29 +98,29 @@ pub fn kernel(src: &KernelSource, opts: &BuildOptions) -> Result<KernelLayer> {
         tracing::warn!(vmlinuz = %vmlinuz.display(), %release, "vmlinuz name does not match the modules release");
     }
 
-    let vm_out = opts.out_dir.join("vmlinuz");
-    fs::copy(&vmlinuz, &vm_out).ctx("copy vmlinuz", &vmlinuz)?;
-    let vmlinuz_layer = BuiltLayer::plain(&vm_out, Format::Kernel, None)?;
+    let vm_out = Partial::new(opts.out_dir.join("vmlinuz"));
+    fs::copy(&vmlinuz, vm_out.path()).ctx("copy vmlinuz", &vmlinuz)?;
+    let vmlinuz_layer = BuiltLayer::plain(&vm_out.commit()?, Format::Kernel, None)?;
 
-    let cpio_out = opts.out_dir.join("modules.cpio.zst");
-    let cpio_modules = write_cpio(&modules_dir, &release, &cpio_out, opts.zstd_level)?;
-    let modules_cpio = BuiltLayer::plain(&cpio_out, Format::CpioZstd, None)?;
+    let cpio_out = Partial::new(opts.out_dir.join("modules.cpio.zst"));
+    let cpio_modules = write_cpio(&modules_dir, &release, cpio_out.path(), opts.zstd_level)?;
+    let modules_cpio = BuiltLayer::plain(&cpio_out.commit()?, Format::CpioZstd, None)?;
 
     let layer_root = work.path().join("modules-layer");
     let dest = layer_root.join(MODULES_LAYER_DIR).join(&release);
     fs::create_dir_all(dest.parent().unwrap_or(&layer_root))
         .ctx("create modules layer tree", &layer_root)?;
     link_tree(&modules_dir, &dest)?;
-    let layer_out = opts.out_dir.join("modules.erofs");
+    let layer_out = Partial::new(opts.out_dir.join("modules.erofs"));
     erofs::mkfs_with(
         &layer_root,
-        &layer_out,
+        layer_out.path(),
         opts.compressor().as_deref(),
         opts.timestamp,
         None,
         true,
     )?;
-    let modules_layer = BuiltLayer::plain(&layer_out, Format::Erofs, None)?;
+    let modules_layer = BuiltLayer::plain(&layer_out.commit()?, Format::Erofs, None)?;
 
     tracing::info!(%release, modules = cpio_modules.len(), "kernel layer built");
     Ok(KernelLayer {

@@ -183,3 +183,46 @@ fn hex(bytes: &[u8]) -> String {
     }
     s
 }
+
+/// An output file written under a temporary name beside its final one, renamed into place only
+/// when complete; removed if dropped uncommitted, so a failed build leaves no half file.
+pub(crate) struct Partial {
+    tmp: PathBuf,
+    dest: PathBuf,
+    done: bool,
+}
+
+impl Partial {
+    pub(crate) fn new(dest: PathBuf) -> Self {
+        let name = dest
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = dest.with_file_name(format!(".{name}.partial"));
+        Partial {
+            tmp,
+            dest,
+            done: false,
+        }
+    }
+
+    /// Where to write.
+    pub(crate) fn path(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Renames the finished file to its final name and returns that name.
+    pub(crate) fn commit(mut self) -> Result<PathBuf> {
+        std::fs::rename(&self.tmp, &self.dest).ctx("rename finished layer", &self.dest)?;
+        self.done = true;
+        Ok(self.dest.clone())
+    }
+}
+
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -181,6 +181,17 @@ pub fn from_dir(src: &Path, opts: &BuildOptions) -> Result<BuiltLayer> {
             source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
         });
     }
+    // mkfs would read the image it is writing (and the work directory) into itself.
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    std::fs::create_dir_all(&opts.out_dir).ctx("create output directory", &opts.out_dir)?;
+    let work = opts.work_dir.as_deref().unwrap_or(&opts.out_dir);
+    if canon(&opts.out_dir).starts_with(canon(src)) || canon(work).starts_with(canon(src)) {
+        return Err(Error::Io {
+            step: "output or work directory inside the source tree",
+            path: opts.out_dir.clone(),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidInput),
+        });
+    }
     tree_to_layer(src, None, opts, "layer")
 }
 
@@ -211,20 +222,20 @@ fn tree_to_layer(
     let stats = tree::measure(src)?;
     let (out, format) = match opts.format {
         FsFormat::Erofs => {
-            let out = opts.out_dir.join(format!("{stem}.erofs"));
+            let out = layer::Partial::new(opts.out_dir.join(format!("{stem}.erofs")));
             erofs::mkfs(
                 src,
-                &out,
+                out.path(),
                 opts.compressor().as_deref(),
                 opts.timestamp,
                 fakeroot_state,
             )?;
-            (out, Format::Erofs)
+            (out.commit()?, Format::Erofs)
         }
         FsFormat::Ext4 => {
-            let out = opts.out_dir.join(format!("{stem}.ext4"));
-            ext4::mkfs(src, &out, &stats, opts.ext4_headroom, fakeroot_state)?;
-            (out, Format::Ext4)
+            let out = layer::Partial::new(opts.out_dir.join(format!("{stem}.ext4")));
+            ext4::mkfs(src, out.path(), &stats, opts.ext4_headroom, fakeroot_state)?;
+            (out.commit()?, Format::Ext4)
         }
     };
     tracing::info!(src = %src.display(), out = %out.display(), inodes = stats.inodes, "layer built");

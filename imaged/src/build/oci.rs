@@ -51,15 +51,28 @@ fn bad(archive: &Path, what: impl Into<String>) -> Error {
     }
 }
 
-/// Extracts the regular files of the outer archive; anything else is skipped, so the layout
-/// directory holds no symlink an entry could be written through.
+/// Extracts the regular files of the outer archive. Symlinks (docker 25 links
+/// `<id>/layer.tar` to `../blobs/sha256/<hex>`) become copies of their target when it is a
+/// file inside the layout; anything else is skipped, so the layout directory holds no symlink
+/// an entry could be written through.
 fn unpack_layout(path: &Path, layout: &Path) -> Result<()> {
     let mut ar = tar::Archive::new(archive::open_decompressed(path)?);
+    let mut links: Vec<(PathBuf, PathBuf)> = Vec::new();
     for entry in ar
         .entries()
         .map_err(|e| bad(path, format!("read entries: {e}")))?
     {
         let mut entry = entry.map_err(|e| bad(path, format!("read entry: {e}")))?;
+        if entry.header().entry_type() == tar::EntryType::Symlink {
+            let raw = entry
+                .path()
+                .map_err(|e| bad(path, format!("entry path: {e}")))?
+                .into_owned();
+            if let (Ok(rel), Ok(Some(target))) = (stage::clean(&raw), entry.link_name()) {
+                links.push((rel, target.into_owned()));
+            }
+            continue;
+        }
         if !matches!(
             entry.header().entry_type(),
             tar::EntryType::Regular | tar::EntryType::Continuous
@@ -85,7 +98,39 @@ fn unpack_layout(path: &Path, layout: &Path) -> Result<()> {
         let mut f = File::create(&dest).ctx("write layout file", &dest)?;
         io::copy(&mut entry, &mut f).ctx("write layout file", &dest)?;
     }
+    for (rel, target) in links {
+        let Some(resolved) = resolve_within(rel.parent().unwrap_or(Path::new("")), &target) else {
+            continue;
+        };
+        let (from, to) = (layout.join(resolved), layout.join(&rel));
+        if from.is_file() && !to.exists() {
+            if let Some(parent) = to.parent() {
+                fs::create_dir_all(parent).ctx("create layout directory", parent)?;
+            }
+            fs::copy(&from, &to).ctx("copy linked layout file", &from)?;
+        }
+    }
     Ok(())
+}
+
+/// `dir/target` normalised, if it stays inside the layout (`None` for absolute targets or too
+/// many `..`).
+fn resolve_within(dir: &Path, target: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in dir.components().chain(target.components()) {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(out)
 }
 
 fn read_json(archive: &Path, file: &Path) -> Result<Value> {
@@ -222,4 +267,20 @@ fn verify(archive: &Path, file: &Path, digest: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_symlinks_resolve_only_inside() {
+        let r = |d: &str, t: &str| resolve_within(Path::new(d), Path::new(t));
+        assert_eq!(
+            r("abc", "../blobs/sha256/ff"),
+            Some(PathBuf::from("blobs/sha256/ff"))
+        );
+        assert_eq!(r("abc", "../../etc/passwd"), None);
+        assert_eq!(r("abc", "/etc/passwd"), None);
+    }
 }

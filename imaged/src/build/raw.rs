@@ -8,13 +8,14 @@ use std::io::{self, BufReader, BufWriter, Write};
 use std::path::Path;
 
 use super::error::{IoContext, Result};
-use super::layer::{BuiltLayer, Encoding, Format, HashingReader, HashingWriter};
+use super::layer::{BuiltLayer, Encoding, Format, HashingReader, HashingWriter, Partial};
 use super::BuildOptions;
 
 /// Encodes `path` into `out_dir/disk.raw.zst`, hashing both the raw and the encoded bytes.
 pub fn from_raw_disk(path: &Path, opts: &BuildOptions) -> Result<BuiltLayer> {
     std::fs::create_dir_all(&opts.out_dir).ctx("create output directory", &opts.out_dir)?;
-    let out = opts.out_dir.join("disk.raw.zst");
+    let partial = Partial::new(opts.out_dir.join("disk.raw.zst"));
+    let out = partial.path().to_path_buf();
     let src = File::open(path).ctx("open raw disk image", path)?;
     let mut reader = HashingReader::new(BufReader::with_capacity(1 << 20, src));
     let file = File::create(&out).ctx("create encoded disk image", &out)?;
@@ -26,7 +27,7 @@ pub fn from_raw_disk(path: &Path, opts: &BuildOptions) -> Result<BuiltLayer> {
     buffered.flush().ctx("write encoded disk image", &out)?;
     let (sha256, uncompressed_size) = reader.finish();
     Ok(BuiltLayer {
-        path: out,
+        path: partial.commit()?,
         format: Format::RawDisk,
         encoding: Encoding::Zstd,
         size,
