@@ -573,12 +573,15 @@ fn plain_tar_without_root_keeps_owners_via_fakeroot() {
     }
 }
 
-#[test]
-fn fakeroot_refuses_archive_xattrs_instead_of_dropping_them() {
-    let t = tempfile::tempdir().expect("tempdir");
+/// A tar whose `bin/ping` carries a file capability and a user xattr, and whose `a b/c` (a
+/// path with a space) carries another.
+fn xattr_tar() -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
-    b.append_pax_extensions([("SCHILY.xattr.security.capability", &b"\x01\x00\x00\x02"[..])])
-        .expect("pax");
+    b.append_pax_extensions([
+        ("SCHILY.xattr.security.capability", &CAP[..]),
+        ("SCHILY.xattr.user.carte", &b"ping"[..]),
+    ])
+    .expect("pax");
     add(
         &mut b,
         "bin/ping",
@@ -588,13 +591,86 @@ fn fakeroot_refuses_archive_xattrs_instead_of_dropping_them() {
         b"x",
         None,
     );
+    b.append_pax_extensions([("SCHILY.xattr.user.spaced", &b"yes"[..])])
+        .expect("pax");
+    add(
+        &mut b,
+        "a b/c",
+        tar::EntryType::Regular,
+        0o644,
+        (0, 0),
+        b"y",
+        None,
+    );
+    // A later entry without xattrs must not inherit any.
+    add(
+        &mut b,
+        "plain",
+        tar::EntryType::Regular,
+        0o644,
+        (0, 0),
+        b"z",
+        None,
+    );
+    b.into_inner().expect("tar")
+}
+
+/// cap_net_raw+ep, as `setcap` writes it (VFS_CAP_REVISION_2).
+const CAP: [u8; 20] = [
+    1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// `debugfs -R "ea_list PATH"` output for a path inside an ext4 image (needs no root).
+fn ext4_xattrs(image: &Path, path: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("ea_list \"{path}\""))
+        .arg(image)
+        .output()
+        .expect("run debugfs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn fakeroot_writes_archive_xattrs_into_ext4_and_refuses_erofs() {
+    let t = tempfile::tempdir().expect("tempdir");
     let archive = t.path().join("caps.tar");
-    fs::write(&archive, b.into_inner().expect("tar")).expect("write");
+    fs::write(&archive, xattr_tar()).expect("write");
     let mut o = opts(&t.path().join("out"));
     o.privilege = Privilege::Fakeroot;
     match build::from_tar(&archive, &o) {
         Err(Error::NeedsRoot { path, .. }) => assert_eq!(path, PathBuf::from("bin/ping")),
-        other => panic!("expected NeedsRoot, got {other:?}"),
+        other => panic!("erofs: expected NeedsRoot, got {other:?}"),
+    }
+    assert!(!o.out_dir.join("layer.erofs").exists());
+
+    o.format = FsFormat::Ext4;
+    o.ext4_headroom = 1 << 20;
+    let layer = build::from_tar(&archive, &o).expect("ext4 under fakeroot");
+    assert_eq!(
+        layer.sha256,
+        build::sha256_file(&layer.path).expect("hash").0,
+        "digest after debugfs edits"
+    );
+    let ping = ext4_xattrs(&layer.path, "/bin/ping");
+    assert!(ping.contains("security.capability (20)"), "{ping}");
+    assert!(ping.contains("user.carte (4) = \"ping\""), "{ping}");
+    let spaced = ext4_xattrs(&layer.path, "/a b/c");
+    assert!(spaced.contains("user.spaced (3) = \"yes\""), "{spaced}");
+    assert!(
+        !ext4_xattrs(&layer.path, "/plain").contains("user."),
+        "plain has no xattrs"
+    );
+    if is_root() {
+        let mnt = Mount::new(&layer.path, &t.path().join("mnt"));
+        let m = fs::symlink_metadata(mnt.0.join("bin/ping")).expect("stat");
+        assert_eq!((m.uid(), m.mode() & 0o7777), (0, 0o755));
+        assert_eq!(
+            xattrs(&mnt.0.join("bin/ping"))
+                .get("user.carte")
+                .map(Vec::as_slice),
+            Some(&b"ping"[..])
+        );
     }
 }
 

@@ -2,12 +2,14 @@
 //!
 //! The image is as large as the tree needs (blocks and inodes counted by `tree.rs`, plus the
 //! journal, metadata margin and the caller's headroom), never a fixed disk size. If mkfs still
-//! runs out of space or inodes, it is retried once with twice the size.
+//! runs out of space or inodes, it is retried once with twice the size. Without root,
+//! archive xattrs are added after mkfs with `debugfs -w` (see `stage.rs` for why).
 
 use std::fs::OpenOptions;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::error::{Error, IoContext, Result};
+use super::stage::Xattrs;
 use super::tools;
 use super::tree::{TreeStats, BLOCK};
 
@@ -91,6 +93,61 @@ fn attempt(
         out.into(),
     ];
     tools::run("mkfs.ext4", args, fakeroot_state, out)
+}
+
+/// Writes `xattrs` (paths relative to the image root) into the ext4 image with
+/// `debugfs -w -f SCRIPT`; values go through files so any bytes survive. debugfs exits 0 even
+/// when a command fails, so any stderr line besides its version banner is an error.
+pub fn apply_xattrs(image: &Path, xattrs: &[(PathBuf, Xattrs)], work: &Path) -> Result<()> {
+    let dir = tempfile::Builder::new()
+        .prefix(".xattrs-")
+        .tempdir_in(work)
+        .ctx("create xattr work directory", work)?;
+    let mut script = String::new();
+    for (i, (rel, pairs)) in xattrs.iter().enumerate() {
+        let path = format!("/{}", rel.display());
+        let name_ok =
+            |n: &str| !n.is_empty() && n.bytes().all(|b| b.is_ascii_graphic() && b != b'"');
+        if path.contains(['"', '\n', '\r']) {
+            return Err(Error::NeedsRoot {
+                path: rel.clone(),
+                what: "an xattr on a path debugfs cannot quote".into(),
+            });
+        }
+        for (j, (name, value)) in pairs.iter().enumerate() {
+            let name = String::from_utf8_lossy(name);
+            if !name_ok(&name) {
+                return Err(Error::NeedsRoot {
+                    path: rel.clone(),
+                    what: format!("the xattr name {name:?}"),
+                });
+            }
+            let vfile = dir.path().join(format!("{i}-{j}"));
+            std::fs::write(&vfile, value).ctx("write xattr value", &vfile)?;
+            script.push_str(&format!(
+                "ea_set -f \"{}\" \"{path}\" {name}\n",
+                vfile.display()
+            ));
+        }
+    }
+    let script_path = dir.path().join("script");
+    std::fs::write(&script_path, script).ctx("write debugfs script", &script_path)?;
+    let args: Vec<std::ffi::OsString> =
+        vec!["-w".into(), "-f".into(), script_path.into(), image.into()];
+    let stderr = tools::run_capture("debugfs", args, image)?;
+    let errors: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with("debugfs "))
+        .collect();
+    if !errors.is_empty() {
+        return Err(Error::ToolFailed {
+            tool: "debugfs",
+            path: image.to_path_buf(),
+            status: "ea_set failed".into(),
+            stderr: errors.join("\n"),
+        });
+    }
+    Ok(())
 }
 
 fn out_of_space(stderr: &str) -> bool {

@@ -15,9 +15,11 @@
 //!   placeholder files owned by the builder and the archive's owners, modes and device numbers
 //!   go into a fakeroot state file; mkfs then runs under `fakeroot -i STATE`, so the image gets
 //!   the archive's metadata although nothing was chowned on the host. fakeroot hides real
-//!   xattrs from the programs it runs, so without root an archive entry with an xattr is
-//!   refused (`Error::NeedsRoot`) rather than dropped. [`Privilege`] picks the mode;
-//!   `Fakeroot` can be forced as root (tests do, to check both routes).
+//!   xattrs from the programs it runs, so archive xattrs (file capabilities, ...) are recorded
+//!   instead and written into an ext4 image afterwards with `debugfs -w` (`ea_set`); erofs has
+//!   no such editor, so an erofs layer from an archive with xattrs needs root and is refused
+//!   without it (`Error::NeedsRoot`) rather than built without them. [`Privilege`] picks the
+//!   mode; `Fakeroot` can be forced as root (tests do, to check both routes).
 //! - Archive entries with `..` or an absolute path, or whose parent is a symlink, are refused.
 //!
 //! **Tools and crates.** erofs-utils 1.5 has no tar import, hence the staging tree. tar, gzip
@@ -203,12 +205,35 @@ pub fn from_tar(path: &Path, opts: &BuildOptions) -> Result<BuiltLayer> {
     let mut staging = stage::Staging::new(&root, opts.stage_mode())?;
     staging.apply_tar(path, archive::open_decompressed(path)?, false)?;
     let staged = staging.finish(&dir.path().join("fakeroot.state"))?;
-    tree_to_layer(
+    staged_to_layer(&staged, opts, dir.path())
+}
+
+/// Builds the layer of a staged archive tree, applying xattrs fakeroot could not carry.
+fn staged_to_layer(
+    staged: &stage::StagedTree,
+    opts: &BuildOptions,
+    work: &Path,
+) -> Result<BuiltLayer> {
+    if let (FsFormat::Erofs, Some((path, x))) = (opts.format, staged.pending_xattrs.first()) {
+        return Err(Error::NeedsRoot {
+            path: path.clone(),
+            what: format!(
+                "an erofs layer with xattrs ({}) from an archive",
+                String::from_utf8_lossy(&x[0].0)
+            ),
+        });
+    }
+    let layer = tree_to_layer(
         &staged.root,
         staged.fakeroot_state.as_deref(),
         opts,
         "layer",
-    )
+    )?;
+    if !staged.pending_xattrs.is_empty() {
+        ext4::apply_xattrs(&layer.path, &staged.pending_xattrs, work)?;
+        return BuiltLayer::plain(&layer.path, layer.format, layer.content_bytes);
+    }
+    Ok(layer)
 }
 
 /// Makes `out_dir/<stem>.erofs|ext4` from a tree and describes it.

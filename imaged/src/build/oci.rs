@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use super::error::{Error, IoContext, Result};
-use super::{archive, layer, stage, tree_to_layer, BuildOptions};
+use super::{archive, layer, stage, staged_to_layer, BuildOptions};
 
 /// Builds a layer from an OCI image layout archive or a `docker save` archive.
 pub fn from_oci_archive(path: &Path, opts: &BuildOptions) -> Result<layer::BuiltLayer> {
@@ -36,12 +36,7 @@ pub fn from_oci_archive(path: &Path, opts: &BuildOptions) -> Result<layer::Built
         staging.apply_tar(file, archive::open_decompressed(file)?, true)?;
     }
     let staged = staging.finish(&dir.path().join("fakeroot.state"))?;
-    tree_to_layer(
-        &staged.root,
-        staged.fakeroot_state.as_deref(),
-        opts,
-        "layer",
-    )
+    staged_to_layer(&staged, opts, dir.path())
 }
 
 fn bad(archive: &Path, what: impl Into<String>) -> Error {

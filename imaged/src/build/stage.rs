@@ -6,8 +6,9 @@
 //! the wanted owner/mode/device of every inode is recorded; `finish` writes those records as a
 //! fakeroot state file (`dev=..,ino=..,mode=..,uid=..,gid=..,nlink=..,rdev=..`) so that
 //! `fakeroot -i STATE mkfs...` sees the archive's metadata. fakeroot 1.31 hides the real
-//! xattrs of files from the programs it runs, so in `Fakeroot` mode an archive entry carrying an
-//! xattr is refused rather than silently losing it.
+//! xattrs of files from the programs it runs (and its state file does not carry xattrs), so in
+//! `Fakeroot` mode archive xattrs are not put on the staged files but handed back in
+//! `StagedTree::pending_xattrs` for the image builder to apply (ext4) or refuse (erofs).
 //!
 //! Safety: entry paths with `..` or a leading `/` are refused, a path is never written through
 //! a symlink (a parent that is a symlink is refused, an existing final symlink is replaced), and
@@ -54,14 +55,22 @@ pub struct Staging {
     /// Fakeroot records keyed by (st_dev, st_ino); written for every inode at creation, so a
     /// reused inode number always gets its own record.
     fake: HashMap<(u64, u64), Meta>,
+    /// Fakeroot mode: the archive's xattrs per inode, kept out of the staged files.
+    fake_xattrs: HashMap<(u64, u64), Xattrs>,
     /// Directory mtimes, applied last (creating children changes them).
     dir_times: HashMap<PathBuf, i64>,
 }
+
+/// Extended attributes of one inode: (name, value) pairs.
+pub type Xattrs = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// The result of staging: the tree, and the fakeroot state to run mkfs under, if any.
 pub struct StagedTree {
     pub root: PathBuf,
     pub fakeroot_state: Option<PathBuf>,
+    /// Fakeroot mode only: xattrs mkfs will not see, by path relative to the root (one path per
+    /// inode); the ext4 builder writes them into the image with debugfs.
+    pub pending_xattrs: Vec<(PathBuf, Xattrs)>,
 }
 
 impl Staging {
@@ -71,6 +80,7 @@ impl Staging {
             root: root.to_path_buf(),
             mode,
             fake: HashMap::new(),
+            fake_xattrs: HashMap::new(),
             dir_times: HashMap::new(),
         };
         if mode == Mode::Fakeroot {
@@ -181,13 +191,6 @@ impl Staging {
                 }
             }
         }
-        if self.mode == Mode::Fakeroot && !xattrs.is_empty() {
-            return Err(Error::NeedsRoot {
-                path: rel.to_path_buf(),
-                what: "an xattr in an archive entry (fakeroot hides real xattrs from mkfs)".into(),
-            });
-        }
-
         if rel.as_os_str().is_empty() {
             // The archive's "./": metadata for the root itself.
             if kind == EntryType::Directory {
@@ -311,7 +314,12 @@ impl Staging {
                     fs::set_permissions(path, fs::Permissions::from_mode(real))
                         .ctx("chmod", path)?;
                 }
-                self.record(path, ftype | perm, uid, gid, rdev)
+                self.record(path, ftype | perm, uid, gid, rdev)?;
+                if !xattrs.is_empty() {
+                    let m = fs::symlink_metadata(path).ctx("stat staged entry", path)?;
+                    self.fake_xattrs.insert((m.dev(), m.ino()), xattrs.to_vec());
+                }
+                Ok(())
             }
             Mode::Root => {
                 lchown(path, uid, gid)?;
@@ -330,6 +338,8 @@ impl Staging {
 
     fn record(&mut self, path: &Path, mode: u32, uid: u64, gid: u64, rdev: u64) -> Result<()> {
         let m = fs::symlink_metadata(path).ctx("stat staged entry", path)?;
+        // A new entry (maybe on a reused inode number) starts without xattrs.
+        self.fake_xattrs.remove(&(m.dev(), m.ino()));
         self.fake.insert(
             (m.dev(), m.ino()),
             Meta {
@@ -418,23 +428,32 @@ impl Staging {
             return Ok(StagedTree {
                 root: self.root,
                 fakeroot_state: None,
+                pending_xattrs: Vec::new(),
             });
         }
         let mut out =
             io::BufWriter::new(File::create(state_path).ctx("create fakeroot state", state_path)?);
-        write_state(&self.root, &self.fake, &mut out)?;
+        let pending_xattrs = write_state(&self.root, &self.fake, &self.fake_xattrs, &mut out)?;
         out.flush().ctx("write fakeroot state", state_path)?;
         Ok(StagedTree {
             root: self.root,
             fakeroot_state: Some(state_path.to_path_buf()),
+            pending_xattrs,
         })
     }
 }
 
-/// Writes one fakeroot state line per inode under `root`; unrecorded inodes become root-owned.
-fn write_state(root: &Path, fake: &HashMap<(u64, u64), Meta>, out: &mut impl Write) -> Result<()> {
+/// Writes one fakeroot state line per inode under `root` (unrecorded inodes become
+/// root-owned); returns the recorded xattrs by relative path, one path per inode.
+fn write_state(
+    root: &Path,
+    fake: &HashMap<(u64, u64), Meta>,
+    fake_xattrs: &HashMap<(u64, u64), Xattrs>,
+    out: &mut impl Write,
+) -> Result<Vec<(PathBuf, Xattrs)>> {
     let mut stack = vec![root.to_path_buf()];
     let mut seen = HashSet::new();
+    let mut pending = Vec::new();
     while let Some(p) = stack.pop() {
         let m = fs::symlink_metadata(&p).ctx("stat staged entry", &p)?;
         if m.is_dir() {
@@ -444,6 +463,10 @@ fn write_state(root: &Path, fake: &HashMap<(u64, u64), Meta>, out: &mut impl Wri
         }
         if !seen.insert((m.dev(), m.ino())) {
             continue;
+        }
+        if let Some(x) = fake_xattrs.get(&(m.dev(), m.ino())) {
+            let rel = p.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+            pending.push((rel, x.clone()));
         }
         let meta = fake.get(&(m.dev(), m.ino())).copied().unwrap_or(Meta {
             mode: m.mode(),
@@ -464,7 +487,7 @@ fn write_state(root: &Path, fake: &HashMap<(u64, u64), Meta>, out: &mut impl Wri
         )
         .ctx("write fakeroot state", root)?;
     }
-    Ok(())
+    Ok(pending)
 }
 
 /// Normalises an archive path: drops `.`, refuses `..` and absolute paths.

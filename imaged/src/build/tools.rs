@@ -59,6 +59,32 @@ where
     })
 }
 
+/// Runs `tool` with `args`; on success returns its stderr (for tools that report errors there
+/// but still exit 0).
+pub fn run_capture<I, S>(tool: &'static str, args: I, about: &Path) -> Result<String>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| Error::ToolMissing { tool, source })?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    if out.status.success() {
+        return Ok(stderr);
+    }
+    Err(Error::ToolFailed {
+        tool,
+        path: about.to_path_buf(),
+        status: out.status.to_string(),
+        stderr: tail(&stderr, 2000),
+    })
+}
+
 /// The compressors `mkfs.erofs --help` lists (erofs-utils prints "Available compressors are: ...").
 pub fn erofs_compressors() -> Vec<String> {
     let Ok(out) = Command::new("mkfs.erofs")
