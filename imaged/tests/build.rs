@@ -631,6 +631,61 @@ fn ext4_xattrs(image: &Path, path: &str) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `debugfs -R "stat PATH"` output for a path inside an ext4 image (needs no root).
+fn ext4_stat(image: &Path, path: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(format!("stat \"{path}\""))
+        .arg(image)
+        .output()
+        .expect("run debugfs");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn ext4_from_tar_under_fakeroot_has_the_archive_owners_checked_without_root() {
+    // debugfs reads the image directly, so this checks the fakeroot route as any user.
+    let t = tempfile::tempdir().expect("tempdir");
+    let archive = t.path().join("rootfs.tar");
+    fs::write(&archive, rich_tar()).expect("write");
+    let mut o = opts(&t.path().join("out"));
+    o.privilege = Privilege::Fakeroot;
+    o.format = FsFormat::Ext4;
+    o.ext4_headroom = 1 << 20;
+    let layer = build::from_tar(&archive, &o).expect("build");
+    let check = |path: &str, want: &[&str]| {
+        let st = ext4_stat(&layer.path, path);
+        for w in want {
+            assert!(st.contains(w), "{path}: want {w:?} in {st}");
+        }
+    };
+    check(
+        "/etc/shadow",
+        &["Type: regular Mode: 0640", "User: 0 Group: 42"],
+    );
+    check(
+        "/home/alice",
+        &["Type: directory Mode: 0700", "User: 1000 Group: 1000"],
+    );
+    check("/bin/ping", &["Mode: 04755", "Links: 2"]);
+    check(
+        "/dev/null",
+        &[
+            "Type: character special Mode: 0660",
+            "Group: 6",
+            "Device major/minor number: 01:03",
+        ],
+    );
+    check(
+        "/dev/vda",
+        &["Type: block special", "Device major/minor number: 254:00"],
+    );
+    check("/bin/sh", &["Type: symlink", "Fast link dest: \"dash\""]);
+}
+
 #[test]
 fn fakeroot_writes_archive_xattrs_into_ext4_and_refuses_erofs() {
     let t = tempfile::tempdir().expect("tempdir");
