@@ -181,6 +181,26 @@ mod tests {
     }
 
     #[test]
+    fn too_small_an_estimate_is_retried_once_at_twice_the_size() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let src = t.path().join("src");
+        std::fs::create_dir(&src).expect("mkdir");
+        std::fs::write(src.join("f"), vec![1u8; 1200 << 10]).expect("write");
+        // Pretend the tree is empty: the first image (about 1 MiB) cannot hold 1.2 MiB.
+        let lie = TreeStats {
+            inodes: 2,
+            content_bytes: 0,
+            blocks: 0,
+        };
+        let (first, _) = plan(&lie, 0);
+        assert!(first < 1200 << 10, "first try must be too small: {first}");
+        let out = t.path().join("img");
+        mkfs(&src, &out, &lie, 0, None).expect("retried build");
+        let size = std::fs::metadata(&out).expect("stat").len();
+        assert_eq!(size, first * 2, "the retry doubles the size");
+    }
+
+    #[test]
     fn space_errors_are_recognised() {
         assert!(out_of_space(
             "__populate_fs: Could not allocate block in ext2 filesystem while writing file"

@@ -39,6 +39,7 @@ mod modset;
 mod oci;
 mod raw;
 mod stage;
+mod sys;
 mod tools;
 mod tree;
 
