@@ -26,6 +26,12 @@
 //! and zstd are read with crates (`tar`, `flate2`, `zstd`); xz (Debian `.deb` data) with the
 //! pure-Rust `lzma-rs`, to avoid a C liblzma build; the `.deb` ar container and the newc cpio
 //! are small enough to write here. `depmod` is run only when a `.deb` lacks `modules.dep`.
+//! External programs: `mkfs.erofs`, `mkfs.ext4`, `debugfs` (non-root ext4 xattrs), `fakeroot`
+//! (non-root archive builds), `depmod`; `scripts/setup` installs them.
+//!
+//! **Not here.** Storing, hashing for the store's index, uploading: the store's job. Nothing is
+//! mounted (tests mount to check), no package maintainer script is run, no OCI image config
+//! (entrypoint, env) is read: a layer is a filesystem only.
 
 mod archive;
 mod cpio;
@@ -46,7 +52,7 @@ mod tree;
 use std::path::{Path, PathBuf};
 
 pub use error::{Error, Result};
-pub use kernel::{kernel, KernelLayer, KernelSource};
+pub use kernel::{kernel, KernelLayer, KernelSource, MODULES_LAYER_DIR};
 pub use layer::{sha256_file, BuiltLayer, Encoding, Format};
 pub use modset::BOOT_MODULES;
 pub use oci::from_oci_archive;
