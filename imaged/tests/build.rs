@@ -1403,3 +1403,18 @@ fn kernel_import_from_a_deb_with_a_compressed_module() {
 
 const DEB_DEP: &str =
     "kernel/drivers/net/virtio_net.ko: kernel/net/core/failover.ko.xz\nkernel/net/core/failover.ko.xz:\nkernel/sound/snd.ko:\n";
+
+#[test]
+fn output_inside_the_source_tree_is_refused() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let src = t.path().join("src");
+    fs::create_dir_all(src.join("etc")).expect("mkdir");
+    let got = build::build(&build::Source::Dir(src.clone()), &opts(&src.join("out")));
+    assert!(matches!(got, Err(Error::Io { .. })), "{got:?}");
+    assert!(!src.join("out/layer.erofs").exists());
+    // Beside the tree it works, through the same entry point.
+    match build::build(&build::Source::Dir(src), &opts(&t.path().join("out"))) {
+        Ok(build::Built::Layer(l)) => assert_eq!(l.format, Format::Erofs),
+        other => panic!("{other:?}"),
+    }
+}
