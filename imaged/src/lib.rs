@@ -1,11 +1,16 @@
 //! imaged: carte's image store. Content-addressed blobs (`blob`), metadata behind a trait
-//! (`meta`), image kinds enforced as contracts (`access`, `store`), bearer-token auth
-//! (`token`), the REST API netbootd mounts (`api`) and a blocking client (`client`).
+//! (`meta`), image kinds enforced as contracts (`access`, `contract`, applied by `store`),
+//! bearer tokens (`token`), the REST API netbootd mounts (`api`) and a blocking client
+//! (`client`) the CLI uses.
 //!
-//! imaged knows nothing of DHCP, iPXE or boot policy: netbootd asks it questions (through
-//! `ReferenceCheck` it tells imaged which images its setups use) and mounts its router.
-//! Building layers from directories, archives and kernels is `build`, not here.
+//! imaged knows nothing of DHCP, iPXE or boot policy: netbootd tells it which images its
+//! setups use (`store::ReferenceCheck`) and mounts `api::router`. Building layers from
+//! directories, archives and kernels is `build`, not here.
 
+pub mod access;
 pub mod blob;
+pub mod contract;
 pub mod meta;
 pub mod model;
+pub mod store;
+pub mod token;

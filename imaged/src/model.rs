@@ -384,6 +384,15 @@ pub struct Image {
     pub created_at: u64,
 }
 
+/// An image with its versions, as `show` answers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageDetails {
+    pub image: Image,
+    /// Ascending; the last one is what `@latest` means.
+    pub versions: Vec<Version>,
+}
+
 /// What a client sends to create an image; the owner is the caller.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
