@@ -148,9 +148,7 @@ impl BlobStore for FsBlobStore {
         limit: u64,
     ) -> Result<BlobInfo, BlobError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .tmp
-            .join(format!("upload-{}-{n}", std::process::id()));
+        let tmp = self.tmp.join(format!("upload-{}-{n}", std::process::id()));
         let mut file = File::create(&tmp).map_err(io_err("create", &tmp))?;
         let result = Self::fill(&mut file, body, limit, &tmp).and_then(|info| match declared {
             Some(d) if *d != info.digest => Err(BlobError::Mismatch {
@@ -211,8 +209,7 @@ impl BlobStore for FsBlobStore {
             for entry in fs::read_dir(&shard).map_err(io_err("list", &shard))? {
                 let entry = entry.map_err(io_err("list", &shard))?;
                 // Anything not named like a digest is not ours to report (or delete).
-                let Some(digest) = entry.file_name().to_str().and_then(|s| s.parse().ok())
-                else {
+                let Some(digest) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
                     continue;
                 };
                 let stored_at = entry
@@ -298,7 +295,10 @@ mod tests {
         assert_eq!(info.size, 5);
         let p = store.locate(&info.digest).expect("locate").expect("stored");
         let s = info.digest.as_str();
-        assert!(p.ends_with(format!("blobs/sha256/{}/{s}", &s[..2])), "{p:?}");
+        assert!(
+            p.ends_with(format!("blobs/sha256/{}/{s}", &s[..2])),
+            "{p:?}"
+        );
         assert_eq!(fs::read(&p).expect("read"), b"hello");
         let listed = store.list().expect("list");
         assert_eq!(listed.len(), 1);
@@ -312,7 +312,10 @@ mod tests {
         let err = store.put(&mut &[7u8; 11][..], None, 10).unwrap_err();
         assert!(matches!(err, BlobError::TooLarge { limit: 10 }), "{err}");
         assert!(store.list().expect("list").is_empty());
-        assert_eq!(fs::read_dir(dir.path().join("tmp")).expect("tmp").count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("tmp")).expect("tmp").count(),
+            0
+        );
         // Exactly at the limit is fine.
         store.put(&mut &[7u8; 10][..], None, 10).expect("at limit");
     }

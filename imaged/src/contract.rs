@@ -15,7 +15,9 @@ pub fn check_new_image(new: &NewImage) -> Result<(), String> {
         (ImageKind::Project, None) => Err("a project image needs project".into()),
         (ImageKind::Project, Some(p)) => check_name(p).map_err(|e| e.to_string()),
         (_, None) => Ok(()),
-        (kind, Some(_)) => Err(format!("only project images belong to a project, not {kind}")),
+        (kind, Some(_)) => Err(format!(
+            "only project images belong to a project, not {kind}"
+        )),
     }
 }
 
@@ -41,26 +43,39 @@ pub fn check_new_version(image: &Image, new: &NewVersion) -> Result<(), String> 
         }
     } else {
         if has(ArtefactName::Vmlinuz) || has(ArtefactName::Modules) {
-            return Err(format!("only kernel versions carry vmlinuz and modules, not {kind}"));
+            return Err(format!(
+                "only kernel versions carry vmlinuz and modules, not {kind}"
+            ));
         }
         if meta.kernel_release.is_some() {
-            return Err(format!("only kernel versions carry kernel_release, not {kind}"));
+            return Err(format!(
+                "only kernel versions carry kernel_release, not {kind}"
+            ));
         }
     }
     if meta.autostart.is_some() && kind != ImageKind::Project {
         return Err(format!("only project images may autostart, not {kind}"));
     }
     if let Some(m) = &meta.mount_point {
-        if !matches!(kind, ImageKind::User | ImageKind::Temporary | ImageKind::Project) {
+        if !matches!(
+            kind,
+            ImageKind::User | ImageKind::Temporary | ImageKind::Project
+        ) {
             return Err(format!("a {kind} layer has no mount point"));
         }
         if !m.starts_with('/') || m.split('/').any(|c| c == "..") {
-            return Err(format!("mount point {m:?} must be an absolute path without .."));
+            return Err(format!(
+                "mount point {m:?} must be an absolute path without .."
+            ));
         }
     }
     match meta.encoding {
         Encoding::None => {
-            if meta.written_sha256.as_ref().is_some_and(|w| *w != layer.sha256) {
+            if meta
+                .written_sha256
+                .as_ref()
+                .is_some_and(|w| *w != layer.sha256)
+            {
                 return Err("unencoded layer: written_sha256 must equal the layer's sha256".into());
             }
             if meta.uncompressed_size.is_some_and(|u| u != layer.size) {

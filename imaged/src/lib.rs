@@ -8,9 +8,11 @@
 //! directories, archives and kernels is `build`, not here.
 
 pub mod access;
+pub mod api;
 pub mod blob;
 pub mod contract;
 pub mod meta;
 pub mod model;
+mod ratelimit;
 pub mod store;
 pub mod token;

@@ -202,8 +202,7 @@ impl FromStr for Digest {
     type Err = ModelError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.len() == 64
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         {
             Ok(Digest(s.to_string()))
@@ -483,7 +482,10 @@ mod tests {
     fn image_refs() {
         check_ref("debian@7", Some(("debian", VersionSpec::Exact(7))));
         check_ref("x11@latest", Some(("x11", VersionSpec::Latest)));
-        check_ref("linux-6.1.0_a.b@12", Some(("linux-6.1.0_a.b", VersionSpec::Exact(12))));
+        check_ref(
+            "linux-6.1.0_a.b@12",
+            Some(("linux-6.1.0_a.b", VersionSpec::Exact(12))),
+        );
         for bad in [
             "debian",
             "debian@",
@@ -513,7 +515,12 @@ mod tests {
         assert_eq!(d.as_str(), "ab01ff");
         let ok = "a".repeat(64);
         assert!(ok.parse::<Digest>().is_ok());
-        for bad in ["a".repeat(63), "A".repeat(64), "g".repeat(64), String::new()] {
+        for bad in [
+            "a".repeat(63),
+            "A".repeat(64),
+            "g".repeat(64),
+            String::new(),
+        ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad}");
         }
     }

@@ -15,8 +15,8 @@ use crate::blob::{BlobError, BlobStore, FsBlobStore};
 use crate::contract;
 use crate::meta::{MetaError, MetaStore, SqliteMetaStore, TokenRecord};
 use crate::model::{
-    check_name, Artefact, ArtefactName, Digest, Image, ImageDetails, ImageKind, ImageRef,
-    NewImage, NewToken, NewVersion, Project, Role, TokenInfo, Version,
+    check_name, Artefact, ArtefactName, Digest, Image, ImageDetails, ImageKind, ImageRef, NewImage,
+    NewToken, NewVersion, Project, Role, TokenInfo, Version,
 };
 use crate::token;
 
@@ -51,7 +51,9 @@ pub enum StoreError {
     Referenced { image: String, setups: Vec<String> },
     #[error("upload exceeds the size limit of {limit} bytes")]
     TooLarge { limit: u64 },
-    #[error("declared sha256 {declared} does not match the received content's {actual}; nothing stored")]
+    #[error(
+        "declared sha256 {declared} does not match the received content's {actual}; nothing stored"
+    )]
     DigestMismatch { declared: Digest, actual: Digest },
     #[error("upload interrupted: {0}")]
     Interrupted(std::io::Error),
@@ -133,7 +135,9 @@ pub struct Store {
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("config", &self.config).finish()
+        f.debug_struct("Store")
+            .field("config", &self.config)
+            .finish()
     }
 }
 
@@ -180,10 +184,10 @@ impl Store {
         if !token::well_formed(secret) {
             return Ok(None);
         }
-        Ok(self
-            .meta
-            .token(&token::hash(secret))?
-            .map(|t| Principal { name: t.name, role: t.role }))
+        Ok(self.meta.token(&token::hash(secret))?.map(|t| Principal {
+            name: t.name,
+            role: t.role,
+        }))
     }
 
     /// Creates a token (admins only); the answer holds the only copy of the secret.
@@ -387,7 +391,10 @@ impl Store {
         contract::check_new_version(&img, &new).map_err(StoreError::Invalid)?;
         for (name, a) in &new.artefacts {
             let path = self.blobs.locate(&a.sha256)?.ok_or_else(|| {
-                StoreError::Invalid(format!("artefact {name}: blob {} was not uploaded", a.sha256))
+                StoreError::Invalid(format!(
+                    "artefact {name}: blob {} was not uploaded",
+                    a.sha256
+                ))
             })?;
             let size = std::fs::metadata(&path)
                 .map_err(|source| {
@@ -508,8 +515,8 @@ impl Store {
         }
         let mut report = GcReport::default();
         for image in self.meta.images()? {
-            let expired = image.kind == ImageKind::Temporary
-                && image.expires_at.is_some_and(|t| t <= now);
+            let expired =
+                image.kind == ImageKind::Temporary && image.expires_at.is_some_and(|t| t <= now);
             if !expired {
                 continue;
             }

@@ -5,8 +5,7 @@ use std::collections::BTreeMap;
 use super::{MetaError, MetaStore, TokenRecord};
 use crate::blob::sha256_of;
 use crate::model::{
-    Artefact, ArtefactName, Image, ImageKind, LayerFormat, LayerMeta, NewVersion, Role,
-    VersionSpec,
+    Artefact, ArtefactName, Image, ImageKind, LayerFormat, LayerMeta, NewVersion, Role, VersionSpec,
 };
 
 fn image(name: &str) -> Image {
@@ -42,23 +41,48 @@ pub fn exercise(s: &dyn MetaStore) {
     // Images: create, duplicate, lookup, not found.
     s.create_image(&image("b")).expect("create b");
     s.create_image(&image("a")).expect("create a");
-    assert!(matches!(s.create_image(&image("a")), Err(MetaError::Exists(_))));
+    assert!(matches!(
+        s.create_image(&image("a")),
+        Err(MetaError::Exists(_))
+    ));
     assert_eq!(s.image("a").expect("get"), Some(image("a")));
     assert_eq!(s.image("zzz").expect("get missing"), None);
-    let names: Vec<_> = s.images().expect("list").into_iter().map(|i| i.name).collect();
+    let names: Vec<_> = s
+        .images()
+        .expect("list")
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
     assert_eq!(names, ["a", "b"]);
 
     // Versions: numbered from 1, latest is the highest, missing image is None.
     assert_eq!(s.version("a", VersionSpec::Latest).expect("latest"), None);
-    let v1 = s.add_version("a", &version(b"one"), 10).expect("v1").expect("image exists");
-    let v2 = s.add_version("a", &version(b"two"), 11).expect("v2").expect("image exists");
+    let v1 = s
+        .add_version("a", &version(b"one"), 10)
+        .expect("v1")
+        .expect("image exists");
+    let v2 = s
+        .add_version("a", &version(b"two"), 11)
+        .expect("v2")
+        .expect("image exists");
     assert_eq!((v1.number, v2.number), (1, 2));
-    assert_eq!(s.add_version("nope", &version(b"x"), 1).expect("missing"), None);
-    assert_eq!(s.version("a", VersionSpec::Latest).expect("latest"), Some(v2.clone()));
-    assert_eq!(s.version("a", VersionSpec::Exact(1)).expect("v1"), Some(v1.clone()));
+    assert_eq!(
+        s.add_version("nope", &version(b"x"), 1).expect("missing"),
+        None
+    );
+    assert_eq!(
+        s.version("a", VersionSpec::Latest).expect("latest"),
+        Some(v2.clone())
+    );
+    assert_eq!(
+        s.version("a", VersionSpec::Exact(1)).expect("v1"),
+        Some(v1.clone())
+    );
     assert_eq!(s.version("a", VersionSpec::Exact(3)).expect("v3"), None);
     assert_eq!(s.versions("a").expect("versions"), vec![v1, v2]);
-    s.add_version("b", &version(b"one"), 12).expect("b v1").expect("exists");
+    s.add_version("b", &version(b"one"), 12)
+        .expect("b v1")
+        .expect("exists");
     let refs = s.referenced_blobs().expect("refs");
     assert_eq!(refs.len(), 2, "shared content counted once: {refs:?}");
 
@@ -67,18 +91,27 @@ pub fn exercise(s: &dyn MetaStore) {
     assert!(!s.delete_image("a").expect("delete again"));
     assert!(s.versions("a").expect("versions").is_empty());
     assert_eq!(
-        s.referenced_blobs().expect("refs").into_iter().collect::<Vec<_>>(),
+        s.referenced_blobs()
+            .expect("refs")
+            .into_iter()
+            .collect::<Vec<_>>(),
         vec![sha256_of(b"one")]
     );
 
     // Projects and members.
     s.create_project("p", "carol").expect("project");
-    assert!(matches!(s.create_project("p", "x"), Err(MetaError::Exists(_))));
+    assert!(matches!(
+        s.create_project("p", "x"),
+        Err(MetaError::Exists(_))
+    ));
     assert!(s.add_member("p", "bob").expect("add"));
     assert!(s.add_member("p", "bob").expect("add twice is idempotent"));
     assert!(!s.add_member("q", "bob").expect("missing project"));
     let p = s.project("p").expect("get").expect("exists");
-    assert_eq!((p.owner.as_str(), p.members), ("carol", vec!["bob".into(), "carol".into()]));
+    assert_eq!(
+        (p.owner.as_str(), p.members),
+        ("carol", vec!["bob".into(), "carol".into()])
+    );
     assert_eq!(s.project("q").expect("missing"), None);
     assert_eq!(s.projects().expect("list").len(), 1);
 

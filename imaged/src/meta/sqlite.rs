@@ -208,7 +208,9 @@ impl SqliteMetaStore {
         number: u32,
     ) -> Result<BTreeMap<crate::model::ArtefactName, Artefact>, MetaError> {
         let mut stmt = conn
-            .prepare_cached("SELECT name, sha256, size FROM artefacts WHERE image = ?1 AND number = ?2")
+            .prepare_cached(
+                "SELECT name, sha256, size FROM artefacts WHERE image = ?1 AND number = ?2",
+            )
             .map_err(sql("prepare artefacts"))?;
         let rows = stmt
             .query_map(params![image, number], |r| {
@@ -308,7 +310,9 @@ impl MetaStore for SqliteMetaStore {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(sql("begin version"))?;
         let exists: Option<i64> = tx
-            .query_row("SELECT 1 FROM images WHERE name = ?1", [image], |r| r.get(0))
+            .query_row("SELECT 1 FROM images WHERE name = ?1", [image], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sql("check image"))?;
         if exists.is_none() {
@@ -446,7 +450,8 @@ impl MetaStore for SqliteMetaStore {
             let rows = stmt
                 .query_map([], |r| r.get::<_, String>(0))
                 .map_err(sql("query projects"))?;
-            rows.collect::<Result<_, _>>().map_err(sql("read project"))?
+            rows.collect::<Result<_, _>>()
+                .map_err(sql("read project"))?
         };
         // A project deleted between the two reads simply drops out.
         let mut out = Vec::new();

@@ -1,0 +1,80 @@
+//! The image REST API under `/api/v1`, as an axum `Router` netbootd mounts and
+//! `imaged serve` runs alone. Every route takes a bearer token; the store decides what
+//! the token's principal may do.
+//!
+//! Handlers translate HTTP to `Store` calls and `StoreError` to statuses; they hold no
+//! rule of their own. Uploads and downloads stream: nothing is buffered whole.
+
+mod auth;
+mod download;
+mod error;
+mod images;
+mod others;
+pub mod range;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post, put};
+use axum::Router;
+
+pub use error::ApiError;
+
+use crate::ratelimit::RateLimiter;
+use crate::store::Store;
+
+/// Header in which a client declares the sha256 of what it uploads.
+pub const SHA256_HEADER: &str = "x-carte-sha256";
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct ApiState {
+    pub store: Store,
+    /// For log lines a client can trigger (bad tokens, failed uploads).
+    log_limit: Arc<RateLimiter>,
+}
+
+impl ApiState {
+    pub fn new(store: Store) -> ApiState {
+        ApiState {
+            store,
+            log_limit: Arc::new(RateLimiter::new(20, std::time::Duration::from_secs(10))),
+        }
+    }
+}
+
+/// Runs a blocking store call off the async executor.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::store::StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(e) => Err(ApiError::internal(format!("store task failed: {e}"))),
+    }
+}
+
+/// The `/api/v1` routes, ready to be merged into a bigger router or served alone.
+pub fn router(state: ApiState) -> Router {
+    let v1 = Router::new()
+        .route("/images", get(images::list).post(images::create))
+        .route("/images/{name}", get(images::show).delete(images::delete))
+        .route("/images/{name}/blobs", put(images::upload_blob))
+        .route("/images/{name}/versions", post(images::add_version))
+        .route("/images/{name}/versions/{version}", get(images::version))
+        .route(
+            "/images/{name}/versions/{version}/{artefact}",
+            get(download::artefact),
+        )
+        .route(
+            "/projects",
+            get(others::projects).post(others::create_project),
+        )
+        .route("/projects/{name}", get(others::project))
+        .route("/projects/{name}/members", post(others::add_member))
+        .route("/tokens", get(others::tokens).post(others::create_token))
+        .route("/gc", post(others::gc))
+        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
+        .with_state(state);
+    Router::new()
+        .nest("/api/v1", v1)
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+}
