@@ -48,7 +48,7 @@ pub enum Access {
 }
 
 fn member(who: &Principal, project: Option<&Project>) -> bool {
-    project.is_some_and(|p| p.members.iter().any(|m| *m == who.name))
+    project.is_some_and(|p| p.members.contains(&who.name))
 }
 
 /// Whether `who` may `access` `image`; `project` is the image's project, if any.

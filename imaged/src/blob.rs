@@ -63,7 +63,8 @@ pub trait BlobStore: Send + Sync {
     fn list(&self) -> Result<Vec<StoredBlob>, BlobError>;
     /// Deletes a blob; deleting a missing blob is not an error.
     fn delete(&self, digest: &Digest) -> Result<(), BlobError>;
-    /// Removes leftovers of interrupted uploads; returns how many. Call at startup only.
+    /// Removes leftovers of interrupted uploads (except those of other live processes);
+    /// returns how many. Call at startup only.
     fn clean_tmp(&self) -> Result<usize, BlobError>;
 }
 
@@ -241,7 +242,11 @@ impl BlobStore for FsBlobStore {
     fn clean_tmp(&self) -> Result<usize, BlobError> {
         let mut n = 0;
         for entry in fs::read_dir(&self.tmp).map_err(io_err("list", &self.tmp))? {
-            let p = entry.map_err(io_err("list", &self.tmp))?.path();
+            let entry = entry.map_err(io_err("list", &self.tmp))?;
+            if in_flight_elsewhere(&entry.file_name().to_string_lossy()) {
+                continue;
+            }
+            let p = entry.path();
             let r = if p.is_dir() {
                 fs::remove_dir_all(&p)
             } else {
@@ -252,6 +257,19 @@ impl BlobStore for FsBlobStore {
         }
         Ok(n)
     }
+}
+
+/// Whether a tmp file is an upload of another live process (`upload-<pid>-<n>`): a CLI
+/// opening the data folder must not break the uploads of a running server.
+fn in_flight_elsewhere(name: &str) -> bool {
+    let Some(pid) = name
+        .strip_prefix("upload-")
+        .and_then(|r| r.split('-').next())
+        .and_then(|p| p.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    pid != std::process::id() && Path::new("/proc").join(pid.to_string()).exists()
 }
 
 /// sha256 of a byte slice, for tests and small artefacts.
@@ -309,7 +327,9 @@ mod tests {
     fn limit_is_enforced_and_leaves_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = FsBlobStore::open(dir.path()).expect("open");
-        let err = store.put(&mut &[7u8; 11][..], None, 10).unwrap_err();
+        let err = store
+            .put(&mut &[7u8; 11][..], None, 10)
+            .expect_err("over the limit");
         assert!(matches!(err, BlobError::TooLarge { limit: 10 }), "{err}");
         assert!(store.list().expect("list").is_empty());
         assert_eq!(

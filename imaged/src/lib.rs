@@ -10,9 +10,11 @@
 pub mod access;
 pub mod api;
 pub mod blob;
+pub mod client;
 pub mod contract;
 pub mod meta;
 pub mod model;
 mod ratelimit;
+pub mod serve;
 pub mod store;
 pub mod token;

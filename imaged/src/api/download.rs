@@ -17,7 +17,7 @@ use super::range::{plan, Plan};
 use super::{blocking, ApiError, ApiState};
 use crate::model::ArtefactName;
 
-fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
