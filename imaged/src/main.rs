@@ -438,7 +438,7 @@ fn serve(data: Option<&Path>, listen: &str, max_upload: u64, gc_every: u64) -> R
             imaged::serve::serve(listener, store, Duration::from_secs(gc_every), shutdown)
                 .await
                 .map_err(anyhow::Error::from)
-        });
+        })
     }
 }
 
