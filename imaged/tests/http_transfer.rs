@@ -28,7 +28,9 @@ fn published(s: &Server) -> Vec<u8> {
         .upload_blob("home", &mut &data[..], data.len() as u64, &sha256_of(&data))
         .expect("upload");
     assert_eq!(a.sha256, sha256_of(&data));
-    let v = c.add_version("home", &layer_version(&data)).expect("version");
+    let v = c
+        .add_version("home", &layer_version(&data))
+        .expect("version");
     assert_eq!(v.number, 1);
     data
 }
@@ -97,7 +99,10 @@ fn download_semantics() {
     assert_eq!(h(&part, "content-range"), Some(want_range.as_str()));
 
     let tail = request(&s, "GET", path, &[("Range", "bytes=-10")]);
-    assert_eq!((tail.status, tail.body.as_slice()), (206, &data[data.len() - 10..]));
+    assert_eq!(
+        (tail.status, tail.body.as_slice()),
+        (206, &data[data.len() - 10..])
+    );
 
     let open = request(&s, "GET", path, &[("Range", "bytes=299990-")]);
     assert_eq!((open.status, open.body.as_slice()), (206, &data[299_990..]));
@@ -129,7 +134,10 @@ fn download_semantics() {
         path,
         &[("Range", "bytes=0-9"), ("If-Range", "\"0000\"")],
     );
-    assert_eq!((if_range_old.status, if_range_old.body.len()), (200, data.len()));
+    assert_eq!(
+        (if_range_old.status, if_range_old.body.len()),
+        (200, data.len())
+    );
 
     for (p, status) in [
         ("/images/home/versions/2/layer", 404),
@@ -141,7 +149,10 @@ fn download_semantics() {
         let a = request(&s, "GET", p, &[]);
         assert_eq!(a.status, status, "{p}");
         let v: serde_json::Value = serde_json::from_slice(&a.body).expect("json error body");
-        assert!(v["error"].as_str().is_some_and(|m| !m.is_empty()), "{p}: {v}");
+        assert!(
+            v["error"].as_str().is_some_and(|m| !m.is_empty()),
+            "{p}: {v}"
+        );
     }
 }
 
@@ -175,12 +186,20 @@ fn mismatched_digest_stores_nothing() {
     let other = b"not what was declared".to_vec();
     let err = s
         .client(&s.alice)
-        .upload_blob("home", &mut &other[..], other.len() as u64, &sha256_of(b"x"))
+        .upload_blob(
+            "home",
+            &mut &other[..],
+            other.len() as u64,
+            &sha256_of(b"x"),
+        )
         .expect_err("mismatch");
     assert_eq!(err.status(), Some(400), "{err}");
     assert!(err.to_string().contains("does not match"), "{err}");
     assert_eq!(files_under(&s.blobs_dir()), before, "no new blob");
-    assert!(files_under(&s.data.path().join("tmp")).is_empty(), "no temp leftover");
+    assert!(
+        files_under(&s.data.path().join("tmp")).is_empty(),
+        "no temp leftover"
+    );
     let shown = s.client(&s.alice).show("home").expect("show");
     assert_eq!(shown.versions.len(), 1, "no new version");
 

@@ -18,10 +18,10 @@ pub struct FakeRefs(pub Arc<Mutex<HashMap<String, Vec<String>>>>);
 
 impl FakeRefs {
     pub fn set(&self, image: &str, setups: &[&str]) {
-        self.0
-            .lock()
-            .expect("lock")
-            .insert(image.to_string(), setups.iter().map(|s| s.to_string()).collect());
+        self.0.lock().expect("lock").insert(
+            image.to_string(),
+            setups.iter().map(|s| s.to_string()).collect(),
+        );
     }
 }
 
