@@ -197,3 +197,25 @@ fn malformed_authorization_is_401() {
         assert_eq!(resp.status().as_u16(), 401, "{value}");
     }
 }
+
+#[test]
+fn unknown_routes_and_methods_answer_json() {
+    let s = Server::start();
+    for (method, path, want) in [
+        ("GET", "/nothing-here", 404),
+        ("PATCH", "/images", 405),
+        ("DELETE", "/tokens", 405),
+    ] {
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(s.api(path))
+            .header("Authorization", format!("Bearer {}", s.admin))
+            .body(())
+            .expect("request");
+        let mut resp = agent().run(req).expect("http");
+        assert_eq!(resp.status().as_u16(), want, "{method} {path}");
+        let text = resp.body_mut().read_to_string().expect("body");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("JSON error");
+        assert!(v["error"].is_string(), "{text}");
+    }
+}

@@ -14,6 +14,7 @@ pub mod range;
 
 use std::sync::Arc;
 
+use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::Router;
 
@@ -72,7 +73,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/projects/{name}/members", post(others::add_member))
         .route("/tokens", get(others::tokens).post(others::create_token))
         .route("/gc", post(others::gc))
-        .fallback(|| async { ApiError::new(axum::http::StatusCode::NOT_FOUND, "no such route") })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this route",
+            )
+        })
         .with_state(state);
     Router::new()
         .nest("/api/v1", v1)
