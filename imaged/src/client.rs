@@ -276,13 +276,14 @@ impl Client {
         self.get(&format!("/images/{}/versions/{}", r.name, r.version))
     }
 
-    /// Downloads an artefact into `dest` (via a verified temporary file).
+    /// Downloads an artefact into `dest` (via a verified temporary file), calling
+    /// `progress(bytes_so_far, content_length)` as it goes.
     pub fn download(
         &self,
         r: &ImageRef,
         artefact: ArtefactName,
         dest: &Path,
-        progress: &mut dyn FnMut(u64),
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<Artefact, ClientError> {
         let url = self.url(&format!(
             "/images/{}/versions/{}/{artefact}",
@@ -304,7 +305,14 @@ impl Client {
                 url: url.clone(),
                 detail: "no sha256 ETag".into(),
             })?;
-        let mut body = Progress::new(resp.body_mut().as_reader(), progress);
+        let total = resp
+            .headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0);
+        let mut cb = |n| progress(n, total);
+        let mut body = Progress::new(resp.body_mut().as_reader(), &mut cb);
         let size = save_verified(&mut body, &etag, dest)?;
         Ok(Artefact { sha256: etag, size })
     }

@@ -304,12 +304,13 @@ impl Backend for Client {
         Ok(Client::add_version(self, name, &new)?)
     }
     fn pull(&self, r: &ImageRef, a: ArtefactName, dest: &Path) -> Result<Artefact> {
-        // Size is known only from the response; report bytes and rate as they come.
-        let mut line = ProgressLine::new(&format!("pull {r} {a}"), u64::MAX);
-        let mut cb = |n| line.update(n);
-        let got = self.download(r, a, dest, &mut cb)?;
-        eprintln!();
-        Ok(got)
+        // The size is known once the response starts.
+        let mut line: Option<ProgressLine> = None;
+        let mut cb = |n, total| {
+            line.get_or_insert_with(|| ProgressLine::new(&format!("pull {r} {a}"), total))
+                .update(n)
+        };
+        Ok(self.download(r, a, dest, &mut cb)?)
     }
     fn create_token(&self, name: &str, role: Role) -> Result<NewToken> {
         Ok(Client::create_token(self, name, role)?)

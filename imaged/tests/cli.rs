@@ -120,10 +120,13 @@ fn push_pull_ls_show_rm_through_a_server() {
 
     let pulled = dir.path().join("pulled");
     let p = pulled.to_str().expect("utf-8");
-    ok(&run(
+    let out = run(
         &["--server", &url, "pull", "home@latest", "-o", p],
         Some(&alice),
-    ));
+    );
+    ok(&out);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("2000000/2000000 bytes"), "{progress}");
     assert_eq!(std::fs::read(&pulled).expect("read"), content);
 
     let ls = ok(&run(&["--server", &url, "ls"], Some(&alice)));

@@ -169,7 +169,10 @@ fn client_pull_verifies_and_renames() {
             &"home@latest".parse().expect("ref"),
             ArtefactName::Layer,
             &dest,
-            &mut |n| seen = n,
+            &mut |n, total| {
+                assert_eq!(total, data.len() as u64, "content length known");
+                seen = n
+            },
         )
         .expect("pull");
     assert_eq!(got.sha256, sha256_of(&data));

@@ -282,7 +282,7 @@ fn kernel_versions_carry_vmlinuz_modules_and_release() {
         &"linux@1".parse().expect("ref"),
         ArtefactName::Vmlinuz,
         &dest,
-        &mut |_| {},
+        &mut |_, _| {},
     )
     .expect("download vmlinuz");
     assert_eq!(std::fs::read(&dest).expect("read"), b"MZ kernel image");
