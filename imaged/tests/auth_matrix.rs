@@ -219,3 +219,114 @@ fn unknown_routes_and_methods_answer_json() {
         assert!(v["error"].is_string(), "{text}");
     }
 }
+
+/// A metadata store whose every call fails, as a broken disk would.
+struct Broken;
+
+fn broken() -> imaged::meta::MetaError {
+    imaged::meta::MetaError::Corrupt {
+        table: "images",
+        detail: "disk on fire".into(),
+    }
+}
+
+impl imaged::meta::MetaStore for Broken {
+    fn create_image(&self, _: &imaged::model::Image) -> Result<(), imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn image(&self, _: &str) -> Result<Option<imaged::model::Image>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn images(&self) -> Result<Vec<imaged::model::Image>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn delete_image(&self, _: &str) -> Result<bool, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn add_version(
+        &self,
+        _: &str,
+        _: &imaged::model::NewVersion,
+        _: u64,
+    ) -> Result<Option<imaged::model::Version>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn versions(&self, _: &str) -> Result<Vec<imaged::model::Version>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn version(
+        &self,
+        _: &str,
+        _: imaged::model::VersionSpec,
+    ) -> Result<Option<imaged::model::Version>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn referenced_blobs(
+        &self,
+    ) -> Result<std::collections::BTreeSet<imaged::model::Digest>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn create_project(&self, _: &str, _: &str) -> Result<(), imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn project(&self, _: &str) -> Result<Option<imaged::model::Project>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn projects(&self) -> Result<Vec<imaged::model::Project>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn add_member(&self, _: &str, _: &str) -> Result<bool, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn create_token(&self, _: &imaged::meta::TokenRecord) -> Result<(), imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn token(
+        &self,
+        _: &imaged::model::Digest,
+    ) -> Result<Option<imaged::meta::TokenRecord>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn tokens(&self) -> Result<Vec<imaged::meta::TokenRecord>, imaged::meta::MetaError> {
+        Err(broken())
+    }
+}
+
+#[test]
+fn a_failing_store_answers_500_json_not_401_or_404() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let blobs = imaged::blob::FsBlobStore::open(dir.path()).expect("blobs");
+    let store = imaged::store::Store::new(
+        std::sync::Arc::new(Broken),
+        std::sync::Arc::new(blobs),
+        imaged::store::no_references(),
+        imaged::store::StoreConfig::default(),
+    )
+    .expect("store");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let app = imaged::api::router(imaged::api::ApiState::new(store));
+    let token = imaged::token::generate().expect("token");
+    let req = axum::http::Request::builder()
+        .uri("/api/v1/images")
+        .header("Authorization", format!("Bearer {token}"))
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let resp = rt.block_on(async {
+        use tower::ServiceExt;
+        app.oneshot(req).await.expect("infallible")
+    });
+    assert_eq!(resp.status().as_u16(), 500);
+    let body = rt
+        .block_on(axum::body::to_bytes(resp.into_body(), 1 << 16))
+        .expect("body");
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+    assert!(
+        v["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("disk on fire")),
+        "{v}"
+    );
+}

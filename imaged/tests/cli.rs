@@ -193,3 +193,70 @@ fn local_push_pull_and_gc() {
         "no --data nor --server is an error"
     );
 }
+
+#[test]
+fn kernel_push_records_release_and_derived_artefacts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let write = |name: &str, content: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).expect("write");
+        p.to_str().expect("utf-8").to_string()
+    };
+    let (layer, vmlinuz, modules) = (
+        write("modules.erofs", b"erofs of /lib/modules"),
+        write("vmlinuz", b"MZ bzImage"),
+        write("modules.cpio", b"070701..."),
+    );
+    let base = ["--data", d, "push", "linux", &layer, "--kind", "kernel"];
+    let no_release = run(
+        &[&base[..], &["--vmlinuz", &vmlinuz, "--modules", &modules]].concat(),
+        None,
+    );
+    assert!(!no_release.status.success());
+    assert!(String::from_utf8_lossy(&no_release.stderr).contains("kernel_release"));
+    let out = run(
+        &[
+            &base[..],
+            &[
+                "--vmlinuz",
+                &vmlinuz,
+                "--modules",
+                &modules,
+                "--kernel-release",
+                "6.1.0-13-amd64",
+            ],
+        ]
+        .concat(),
+        None,
+    );
+    assert_eq!(ok(&out).trim(), "linux@1");
+    let got = dir.path().join("got-vmlinuz");
+    let g = got.to_str().expect("utf-8");
+    ok(&run(
+        &[
+            "--data",
+            d,
+            "pull",
+            "linux@latest",
+            "--artefact",
+            "vmlinuz",
+            "-o",
+            g,
+        ],
+        None,
+    ));
+    assert_eq!(std::fs::read(&got).expect("read"), b"MZ bzImage");
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data", d, "show", "linux"], None))).expect("json");
+    let v = &show["versions"][0];
+    assert_eq!(v["layer"]["kernel_release"], "6.1.0-13-amd64");
+    let names: Vec<&str> = v["artefacts"]
+        .as_object()
+        .expect("artefacts")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["layer", "modules", "vmlinuz"]);
+}

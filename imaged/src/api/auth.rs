@@ -30,7 +30,10 @@ impl FromRequestParts<ApiState> for Authed {
             .ok_or_else(|| unauthorized("authorization must be: Bearer <token>"))?;
         let store = state.store.clone();
         match blocking(move || store.authenticate(&token)).await? {
-            Some(p) => Ok(Authed(p)),
+            Some(p) => {
+                tracing::Span::current().record("user", p.name.as_str());
+                Ok(Authed(p))
+            }
             None => {
                 if let Some(suppressed) = state.log_limit.allow() {
                     tracing::warn!(uri = %parts.uri, suppressed, "rejected unknown token");

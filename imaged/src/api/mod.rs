@@ -81,7 +81,16 @@ pub fn router(state: ApiState) -> Router {
             )
         })
         .with_state(state);
-    Router::new()
-        .nest("/api/v1", v1)
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+    // One span per request; `user` is filled in once the token is known.
+    let trace = tower_http::trace::TraceLayer::new_for_http().make_span_with(
+        |req: &axum::http::Request<axum::body::Body>| {
+            tracing::info_span!(
+                "api",
+                method = %req.method(),
+                uri = %req.uri(),
+                user = tracing::field::Empty,
+            )
+        },
+    );
+    Router::new().nest("/api/v1", v1).layer(trace)
 }

@@ -98,6 +98,36 @@ pub fn exercise(s: &dyn MetaStore) {
         vec![sha256_of(b"one")]
     );
 
+    // A re-created name never reuses a deleted image's version numbers.
+    s.create_image(&image("a")).expect("re-create a");
+    let v3 = s
+        .add_version("a", &version(b"three"), 13)
+        .expect("v3")
+        .expect("exists");
+    assert_eq!(v3.number, 3);
+    assert!(s.delete_image("a").expect("delete"));
+    s.create_image(&image("a")).expect("re-create a again");
+    assert_eq!(
+        s.add_version("a", &version(b"4"), 14)
+            .expect("v4")
+            .expect("exists")
+            .number,
+        4
+    );
+    assert!(s.delete_image("a").expect("delete"));
+    s.create_image(&image("a"))
+        .expect("re-create a, no versions since");
+    assert!(s.delete_image("a").expect("delete without versions"));
+    s.create_image(&image("a")).expect("re-create");
+    assert_eq!(
+        s.add_version("a", &version(b"5"), 15)
+            .expect("v5")
+            .expect("exists")
+            .number,
+        5
+    );
+    assert!(s.delete_image("a").expect("delete"));
+
     // Projects and members.
     s.create_project("p", "carol").expect("project");
     assert!(matches!(

@@ -12,6 +12,8 @@ struct Inner {
     versions: BTreeMap<String, Vec<Version>>,
     projects: BTreeMap<String, Project>,
     tokens: BTreeMap<Digest, TokenRecord>,
+    /// Highest version a deleted image had: numbers are never reused.
+    tombstones: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Default)]
@@ -53,7 +55,14 @@ impl MetaStore for MemoryMetaStore {
 
     fn delete_image(&self, name: &str) -> Result<bool, MetaError> {
         let mut g = self.lock();
-        g.versions.remove(name);
+        if let Some(last) = g
+            .versions
+            .remove(name)
+            .and_then(|v| v.last().map(|v| v.number))
+        {
+            let t = g.tombstones.entry(name.to_string()).or_default();
+            *t = (*t).max(last);
+        }
         Ok(g.images.remove(name).is_some())
     }
 
@@ -67,8 +76,9 @@ impl MetaStore for MemoryMetaStore {
         if !g.images.contains_key(image) {
             return Ok(None);
         }
+        let floor = g.tombstones.get(image).copied().unwrap_or(0);
         let list = g.versions.entry(image.to_string()).or_default();
-        let number = list.last().map_or(1, |v| v.number + 1);
+        let number = list.last().map_or(floor, |v| v.number.max(floor)) + 1;
         let v = Version {
             image: image.to_string(),
             number,

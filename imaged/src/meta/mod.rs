@@ -50,7 +50,8 @@ pub trait MetaStore: Send + Sync {
     fn images(&self) -> Result<Vec<Image>, MetaError>;
     /// Deletes an image with all its versions; `false` when there was none.
     fn delete_image(&self, name: &str) -> Result<bool, MetaError>;
-    /// Records the next version (highest + 1) with its artefacts in one transaction;
+    /// Records the next version with its artefacts in one transaction: one above the
+    /// highest this name ever had, also before a deletion, so `name@N` is never reused;
     /// `None` when the image does not exist. The caller has stored the blobs already.
     fn add_version(
         &self,

@@ -14,7 +14,8 @@ use super::{MetaError, MetaStore, TokenRecord};
 use crate::model::{Artefact, Digest, Image, NewVersion, Project, Version, VersionSpec};
 
 /// Migrations in order; never edit one that has shipped, append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE images (
     name TEXT PRIMARY KEY,
     kind TEXT NOT NULL,
@@ -55,7 +56,16 @@ CREATE TABLE tokens (
     role TEXT NOT NULL,
     created_at INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Version numbers of a deleted image are never reused by a new image of that name, so
+-- name@N keeps meaning the same bytes (or nothing) forever.
+CREATE TABLE image_tombstones (
+    name TEXT PRIMARY KEY,
+    last_version INTEGER NOT NULL
+);
+"#,
+];
 
 #[derive(Debug)]
 pub struct SqliteMetaStore {
@@ -293,11 +303,21 @@ impl MetaStore for SqliteMetaStore {
     }
 
     fn delete_image(&self, name: &str) -> Result<bool, MetaError> {
-        let conn = self.lock();
-        // Versions and artefacts go with it (ON DELETE CASCADE), in one statement.
-        let n = conn
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(sql("begin delete"))?;
+        tx.execute(
+            "INSERT INTO image_tombstones (name, last_version)
+             SELECT ?1, MAX(number) FROM versions WHERE image = ?1
+             HAVING MAX(number) IS NOT NULL
+             ON CONFLICT(name) DO UPDATE SET last_version = MAX(last_version, excluded.last_version)",
+            [name],
+        )
+        .map_err(sql("record tombstone"))?;
+        // Versions and artefacts go with it (ON DELETE CASCADE).
+        let n = tx
             .execute("DELETE FROM images WHERE name = ?1", [name])
             .map_err(sql("delete image"))?;
+        tx.commit().map_err(sql("commit delete"))?;
         Ok(n > 0)
     }
 
@@ -320,7 +340,10 @@ impl MetaStore for SqliteMetaStore {
         }
         let number: u32 = tx
             .query_row(
-                "SELECT COALESCE(MAX(number), 0) + 1 FROM versions WHERE image = ?1",
+                "SELECT MAX(
+                    (SELECT COALESCE(MAX(number), 0) FROM versions WHERE image = ?1),
+                    (SELECT COALESCE(MAX(last_version), 0) FROM image_tombstones WHERE name = ?1)
+                 ) + 1",
                 [image],
                 |r| r.get(0),
             )
