@@ -80,6 +80,7 @@ pub async fn upload_blob(
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::bad_request("declare the content's sha256 in X-Carte-Sha256"))?
         .trim()
+        .to_ascii_lowercase()
         .parse()
         .map_err(|e: crate::model::ModelError| ApiError::bad_request(e.to_string()))?;
     let limit = st.store.config().max_upload;

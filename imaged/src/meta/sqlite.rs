@@ -612,4 +612,40 @@ mod tests {
             .expect("journal mode");
         assert_eq!(mode, "wal");
     }
+
+    #[test]
+    fn an_old_database_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("carte.db");
+        {
+            // A database as the first release left it: migration 1 only, with data.
+            let conn = Connection::open(&path).expect("open");
+            conn.execute_batch(
+                "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY,
+                 applied_at INTEGER NOT NULL DEFAULT 0)",
+            )
+            .expect("table");
+            conn.execute_batch(MIGRATIONS[0]).expect("migration 1");
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (1)", [])
+                .expect("record");
+            conn.execute(
+                "INSERT INTO images (name, kind, owner, created_at) VALUES ('old', 'user', 'a', 1)",
+                [],
+            )
+            .expect("row");
+        }
+        let s = SqliteMetaStore::open(&path).expect("upgrade");
+        assert_eq!(
+            s.image("old").expect("read").map(|i| i.owner),
+            Some("a".into())
+        );
+        assert!(s.delete_image("old").expect("delete uses the new table"));
+        let n: i64 = s
+            .lock()
+            .query_row("SELECT MAX(version) FROM schema_migrations", [], |r| {
+                r.get(0)
+            })
+            .expect("version");
+        assert_eq!(n, MIGRATIONS.len() as i64);
+    }
 }
