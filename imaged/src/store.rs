@@ -57,6 +57,9 @@ pub enum StoreError {
     DigestMismatch { declared: Digest, actual: Digest },
     #[error("upload interrupted: {0}")]
     Interrupted(std::io::Error),
+    /// Metadata and blobs disagree: the data folder was damaged outside the store.
+    #[error("store damaged: {0}")]
+    Damaged(String),
     #[error("store: {0}")]
     Meta(MetaError),
     #[error("store: {0}")]
@@ -201,8 +204,12 @@ impl Store {
             return Err(StoreError::Forbidden("only admins create tokens".into()));
         }
         check_name(name).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        if name == SYSTEM_OWNER {
-            return Err(StoreError::Invalid(format!("{SYSTEM_OWNER} is reserved")));
+        // `system` owns machine images; `admin` is who the local CLI acts as, so a
+        // user-role token of that name would own what the operator made.
+        if name == SYSTEM_OWNER || (name == Principal::local_admin().name && role == Role::User) {
+            return Err(StoreError::Invalid(format!(
+                "the user name {name} is reserved"
+            )));
         }
         let secret = token::generate()?;
         self.meta.create_token(&TokenRecord {
@@ -441,7 +448,7 @@ impl Store {
         let path = self
             .blobs
             .locate(&a.sha256)?
-            .ok_or_else(|| StoreError::NotFound(format!("blob {} of {r}", a.sha256)))?;
+            .ok_or_else(|| StoreError::Damaged(format!("blob {} of {r} is missing", a.sha256)))?;
         Ok((a, path))
     }
 

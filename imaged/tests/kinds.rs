@@ -368,3 +368,33 @@ fn bad_names_and_duplicates() {
     assert_eq!(status(alice.create_project("p")), 200);
     assert_eq!(status(alice.create_project("p")), 409);
 }
+
+#[test]
+fn reserved_user_names_and_a_missing_blob() {
+    let s = Server::start();
+    let admin = s.client(&s.admin);
+    assert_eq!(status(admin.create_token("system", Role::Admin)), 400);
+    assert_eq!(status(admin.create_token("admin", Role::User)), 400);
+    admin
+        .create_token("admin", Role::Admin)
+        .expect("an admin may be called admin");
+
+    // A blob removed behind the store's back is a server fault (500), not a 404.
+    admin
+        .create_image(&new("base", ImageKind::System))
+        .expect("create");
+    push(&admin, "base", b"content").expect("push");
+    for p in files_under(&s.blobs_dir()) {
+        std::fs::remove_file(p).expect("damage");
+    }
+    let out = tempfile::tempdir().expect("tempdir");
+    let err = admin
+        .download(
+            &"base@1".parse().expect("ref"),
+            ArtefactName::Layer,
+            &out.path().join("x"),
+            &mut |_, _| {},
+        )
+        .expect_err("damaged");
+    assert_eq!(err.status(), Some(500), "{err}");
+}

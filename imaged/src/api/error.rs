@@ -39,7 +39,10 @@ impl From<StoreError> for ApiError {
             | StoreError::Interrupted(_) => StatusCode::BAD_REQUEST,
             StoreError::Conflict(_) | StoreError::Referenced { .. } => StatusCode::CONFLICT,
             StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            StoreError::Meta(_) | StoreError::Blob(_) | StoreError::Token(_) => {
+            StoreError::Meta(_)
+            | StoreError::Blob(_)
+            | StoreError::Token(_)
+            | StoreError::Damaged(_) => {
                 tracing::error!(error = %e, "store failure");
                 StatusCode::INTERNAL_SERVER_ERROR
             }
