@@ -381,6 +381,7 @@ impl Store {
     ) -> Result<Artefact, StoreError> {
         self.image_for(who, image, Access::Write)?;
         let info = self.blobs.put(body, declared, self.config.max_upload)?;
+        self.meta.record_upload(image, &info.digest, now())?;
         Ok(Artefact {
             sha256: info.digest,
             size: info.size,
@@ -396,7 +397,20 @@ impl Store {
     ) -> Result<Version, StoreError> {
         let img = self.image_for(who, image, Access::Write)?;
         contract::check_new_version(&img, &new).map_err(StoreError::Invalid)?;
+        let earlier = self.meta.versions(image)?;
         for (name, a) in &new.artefacts {
+            // Only blobs sent to this image (or already in one of its versions): knowing
+            // a digest of someone else's blob must not let a caller read it.
+            let known = self.meta.has_upload(image, &a.sha256)?
+                || earlier
+                    .iter()
+                    .any(|v| v.artefacts.values().any(|x| x.sha256 == a.sha256));
+            if !known {
+                return Err(StoreError::Invalid(format!(
+                    "artefact {name}: blob {} was not uploaded to image {image}",
+                    a.sha256
+                )));
+            }
             let path = self.blobs.locate(&a.sha256)?.ok_or_else(|| {
                 StoreError::Invalid(format!(
                     "artefact {name}: blob {} was not uploaded",

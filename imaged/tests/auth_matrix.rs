@@ -266,6 +266,21 @@ impl imaged::meta::MetaStore for Broken {
     ) -> Result<std::collections::BTreeSet<imaged::model::Digest>, imaged::meta::MetaError> {
         Err(broken())
     }
+    fn record_upload(
+        &self,
+        _: &str,
+        _: &imaged::model::Digest,
+        _: u64,
+    ) -> Result<(), imaged::meta::MetaError> {
+        Err(broken())
+    }
+    fn has_upload(
+        &self,
+        _: &str,
+        _: &imaged::model::Digest,
+    ) -> Result<bool, imaged::meta::MetaError> {
+        Err(broken())
+    }
     fn create_project(&self, _: &str, _: &str) -> Result<(), imaged::meta::MetaError> {
         Err(broken())
     }

@@ -398,3 +398,32 @@ fn reserved_user_names_and_a_missing_blob() {
         .expect_err("damaged");
     assert_eq!(err.status(), Some(500), "{err}");
 }
+
+#[test]
+fn knowing_a_digest_does_not_grant_the_blob() {
+    let s = Server::start();
+    let (alice, bob) = (s.client(&s.alice), s.client(&s.bob));
+    alice
+        .create_image(&new("secret", ImageKind::User))
+        .expect("create");
+    push(&alice, "secret", b"alice's private data").expect("push");
+    bob.create_image(&new("mine", ImageKind::User))
+        .expect("create");
+    // Bob learnt the digest (an ETag, a plan) and names it in his own version.
+    let err = bob
+        .add_version("mine", &layer_version(b"alice's private data"))
+        .expect_err("not his blob");
+    assert_eq!(err.status(), Some(400));
+    assert!(
+        err.to_string().contains("not uploaded to image mine"),
+        "{err}"
+    );
+    // Re-using a blob already in the same image's versions is fine (metadata-only bump).
+    assert_eq!(
+        alice
+            .add_version("secret", &layer_version(b"alice's private data"))
+            .expect("same image")
+            .number,
+        2
+    );
+}

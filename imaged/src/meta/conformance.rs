@@ -128,6 +128,19 @@ pub fn exercise(s: &dyn MetaStore) {
     );
     assert!(s.delete_image("a").expect("delete"));
 
+    // Uploads are per image and go with it.
+    let d = sha256_of(b"up");
+    s.create_image(&image("u")).expect("u");
+    assert!(!s.has_upload("u", &d).expect("none yet"));
+    s.record_upload("u", &d, 1).expect("record");
+    s.record_upload("u", &d, 2).expect("record twice");
+    assert!(s.has_upload("u", &d).expect("recorded"));
+    assert!(!s.has_upload("b", &d).expect("other image"));
+    assert!(s.delete_image("u").expect("delete"));
+    s.create_image(&image("u")).expect("re-create u");
+    assert!(!s.has_upload("u", &d).expect("forgotten with the image"));
+    assert!(s.delete_image("u").expect("delete"));
+
     // Projects and members.
     s.create_project("p", "carol").expect("project");
     assert!(matches!(

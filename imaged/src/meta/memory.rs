@@ -14,6 +14,7 @@ struct Inner {
     tokens: BTreeMap<Digest, TokenRecord>,
     /// Highest version a deleted image had: numbers are never reused.
     tombstones: BTreeMap<String, u32>,
+    uploads: BTreeSet<(String, Digest)>,
 }
 
 #[derive(Debug, Default)]
@@ -63,6 +64,7 @@ impl MetaStore for MemoryMetaStore {
             let t = g.tombstones.entry(name.to_string()).or_default();
             *t = (*t).max(last);
         }
+        g.uploads.retain(|(image, _)| image != name);
         Ok(g.images.remove(name).is_some())
     }
 
@@ -112,6 +114,20 @@ impl MetaStore for MemoryMetaStore {
             .flatten()
             .flat_map(|v| v.artefacts.values().map(|a| a.sha256.clone()))
             .collect())
+    }
+
+    fn record_upload(&self, image: &str, blob: &Digest, _now: u64) -> Result<(), MetaError> {
+        self.lock()
+            .uploads
+            .insert((image.to_string(), blob.clone()));
+        Ok(())
+    }
+
+    fn has_upload(&self, image: &str, blob: &Digest) -> Result<bool, MetaError> {
+        Ok(self
+            .lock()
+            .uploads
+            .contains(&(image.to_string(), blob.clone())))
     }
 
     fn create_project(&self, name: &str, owner: &str) -> Result<(), MetaError> {

@@ -65,6 +65,11 @@ pub trait MetaStore: Send + Sync {
     fn version(&self, image: &str, spec: VersionSpec) -> Result<Option<Version>, MetaError>;
     /// Every blob some version points at.
     fn referenced_blobs(&self) -> Result<BTreeSet<Digest>, MetaError>;
+    /// Notes that `blob` was uploaded to `image`: a version may only name blobs sent to
+    /// its own image, so knowing a digest never grants its content. Forgotten with the image.
+    fn record_upload(&self, image: &str, blob: &Digest, now: u64) -> Result<(), MetaError>;
+    /// Whether `blob` was uploaded to `image` (and the image not deleted since).
+    fn has_upload(&self, image: &str, blob: &Digest) -> Result<bool, MetaError>;
 
     /// Creates a project whose only member is its owner; `Exists` when the name is taken.
     fn create_project(&self, name: &str, owner: &str) -> Result<(), MetaError>;

@@ -64,6 +64,13 @@ CREATE TABLE image_tombstones (
     name TEXT PRIMARY KEY,
     last_version INTEGER NOT NULL
 );
+-- Which blobs were sent to which image: a version may only name those.
+CREATE TABLE uploads (
+    image TEXT NOT NULL REFERENCES images(name) ON DELETE CASCADE,
+    sha256 TEXT NOT NULL,
+    uploaded_at INTEGER NOT NULL,
+    PRIMARY KEY (image, sha256)
+);
 "#,
 ];
 
@@ -411,6 +418,29 @@ impl MetaStore for SqliteMetaStore {
             out.insert(s.parse().map_err(|e| corrupt("artefacts", e))?);
         }
         Ok(out)
+    }
+
+    fn record_upload(&self, image: &str, blob: &Digest, now: u64) -> Result<(), MetaError> {
+        self.lock()
+            .execute(
+                "INSERT OR REPLACE INTO uploads (image, sha256, uploaded_at) VALUES (?1, ?2, ?3)",
+                params![image, blob.as_str(), now],
+            )
+            .map_err(sql("record upload"))?;
+        Ok(())
+    }
+
+    fn has_upload(&self, image: &str, blob: &Digest) -> Result<bool, MetaError> {
+        let found: Option<i64> = self
+            .lock()
+            .query_row(
+                "SELECT 1 FROM uploads WHERE image = ?1 AND sha256 = ?2",
+                [image, blob.as_str()],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql("check upload"))?;
+        Ok(found.is_some())
     }
 
     fn create_project(&self, name: &str, owner: &str) -> Result<(), MetaError> {
