@@ -4,6 +4,17 @@
 //!
 //! Handlers translate HTTP to `Store` calls and `StoreError` to statuses; they hold no
 //! rule of their own. Uploads and downloads stream: nothing is buffered whole.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /images`, `POST /images` | list readable images; create (`NewImage`) |
+//! | `GET /images/{name}`, `DELETE /images/{name}` | image with versions; delete (409 naming setups) |
+//! | `PUT /images/{name}/blobs` | stream one artefact; `X-Carte-Sha256` required; 201 `Artefact` |
+//! | `POST /images/{name}/versions` | record a version (`NewVersion`) from uploaded blobs |
+//! | `GET /images/{name}/versions/{N or latest}` | one version |
+//! | `GET/HEAD /images/{name}/versions/{v}/{layer,vmlinuz,modules}` | download |
+//! | `GET/POST /projects`, `GET /projects/{p}`, `POST /projects/{p}/members` | projects |
+//! | `GET/POST /tokens`, `POST /gc` | admins only |
 
 mod auth;
 mod download;
