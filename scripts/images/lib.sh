@@ -18,6 +18,7 @@
 CARTE_RECIPE_FORMAT=1
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+# shellcheck disable=SC2034 # used by the scripts that source this file
 IMAGES_DIR=$REPO/scripts/images
 CACHE_IMAGES=${CARTE_CACHE:-$REPO/.cache}/images
 
