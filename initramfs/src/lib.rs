@@ -12,6 +12,7 @@ pub mod disk;
 pub mod error;
 pub mod events;
 pub mod fetch;
+pub mod http;
 pub mod modules;
 pub mod newc;
 pub mod sys;
