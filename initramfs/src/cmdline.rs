@@ -88,9 +88,12 @@ pub enum CmdlineError {
     },
 }
 
+/// One command-line word: key and, after `=`, value.
+pub type Word = (String, Option<String>);
+
 /// Split the command line into `(key, value)` words as the kernel does: whitespace
 /// separates, double quotes group (and are removed), `=` splits at its first occurrence.
-pub fn words(text: &str) -> Vec<(String, Option<String>)> {
+pub fn words(text: &str) -> Vec<Word> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut in_quotes = false;
@@ -120,7 +123,7 @@ pub fn words(text: &str) -> Vec<(String, Option<String>)> {
     out
 }
 
-fn split_word(w: &str) -> (String, Option<String>) {
+fn split_word(w: &str) -> Word {
     match w.split_once('=') {
         Some((k, v)) => (k.to_string(), Some(v.to_string())),
         None => (w.to_string(), None),
@@ -134,7 +137,7 @@ fn netmask_prefix(mask: &str) -> Option<u8> {
     let m = u32::from(mask.parse::<Ipv4Addr>().ok()?);
     let ones = m.leading_ones();
     // A netmask must be contiguous ones then zeros.
-    (m.checked_shl(ones).unwrap_or(0) == 0).then(|| ones as u8)
+    (m.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
 }
 
 /// Parse the kernel's `ip=` syntax: `client:server:gw:netmask:host:device:autoconf`.
@@ -225,14 +228,14 @@ pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
 mod tests {
     use super::*;
 
-    fn w(text: &str) -> Vec<(String, Option<String>)> {
+    fn w(text: &str) -> Vec<Word> {
         words(text)
     }
 
     #[test]
     fn words_table() {
         let kv = |k: &str, v: Option<&str>| (k.to_string(), v.map(str::to_string));
-        let cases: Vec<(&str, Vec<(String, Option<String>)>)> = vec![
+        let cases: Vec<(&str, Vec<Word>)> = vec![
             ("", vec![]),
             ("   ", vec![]),
             ("quiet", vec![kv("quiet", None)]),

@@ -5,6 +5,7 @@
 //! Not here (yet): bringing up the NIC over netlink, disk partitioning, sync-back and
 //! disk mode; `main.rs` stops with a clear error for those steps.
 
+pub mod boot;
 pub mod cache;
 pub mod cmdline;
 pub mod compose;
@@ -14,5 +15,7 @@ pub mod events;
 pub mod fetch;
 pub mod http;
 pub mod modules;
+pub mod net;
 pub mod newc;
+pub mod plan;
 pub mod sys;

@@ -249,6 +249,10 @@ impl Sys for FakeSys {
         Ok(self.release.clone())
     }
 
+    fn open_console(&mut self, console: &Path) -> Result<(), Errno> {
+        self.record(format!("open_console {}", console.display()))
+    }
+
     fn sleep(&mut self, duration: Duration) {
         self.calls.push(format!("sleep {}ms", duration.as_millis()));
     }

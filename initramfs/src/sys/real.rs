@@ -279,6 +279,31 @@ impl Sys for RealSys {
         Ok(u.release().to_string_lossy().into_owned())
     }
 
+    fn open_console(&mut self, console: &Path) -> Result<(), Errno> {
+        for fd in 0..3 {
+            // SAFETY: F_GETFD only queries the descriptor table; no memory is passed.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } != -1 {
+                continue;
+            }
+            let flags = if fd == 0 {
+                OFlag::O_RDONLY
+            } else {
+                OFlag::O_WRONLY
+            };
+            let f = open(console, flags | OFlag::O_NOCTTY, Mode::empty())?;
+            if f.as_raw_fd() != fd {
+                // SAFETY: both descriptors are valid; dup2 onto a closed slot.
+                if unsafe { libc::dup2(f.as_raw_fd(), fd) } == -1 {
+                    return Err(Errno::last());
+                }
+            } else {
+                // It landed on the slot we wanted: keep it open.
+                std::mem::forget(f);
+            }
+        }
+        Ok(())
+    }
+
     fn sleep(&mut self, duration: Duration) {
         std::thread::sleep(duration);
     }
