@@ -1,11 +1,11 @@
 //! Linux loop device ioctl numbers and structures (`<linux/loop.h>`), which the libc crate
 //! does not carry. Only what attaching and detaching needs.
 
-pub const LOOP_SET_FD: libc::c_ulong = 0x4C00;
-pub const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
-pub const LOOP_SET_STATUS64: libc::c_ulong = 0x4C04;
-pub const LOOP_CONFIGURE: libc::c_ulong = 0x4C0A;
-pub const LOOP_CTL_GET_FREE: libc::c_ulong = 0x4C82;
+pub const LOOP_SET_FD: libc::Ioctl = 0x4C00;
+pub const LOOP_CLR_FD: libc::Ioctl = 0x4C01;
+pub const LOOP_SET_STATUS64: libc::Ioctl = 0x4C04;
+pub const LOOP_CONFIGURE: libc::Ioctl = 0x4C0A;
+pub const LOOP_CTL_GET_FREE: libc::Ioctl = 0x4C82;
 pub const LO_FLAGS_READ_ONLY: u32 = 1;
 
 /// `struct loop_info64`.
