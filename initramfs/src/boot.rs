@@ -128,7 +128,16 @@ pub fn load_modules(
         return Ok(());
     }
     let index = ModuleIndex::load(&dir)?;
-    let report = modules::probe(sys, &index, &dir, &env.sys_root, 10);
+    let mut report = modules::probe(sys, &index, &dir, &env.sys_root, 10);
+    let wanted: Vec<String> = modules::COMPOSE_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let mut attempted: HashSet<String> = report.loaded.iter().cloned().collect();
+    let order = index.load_order(&wanted);
+    let more = modules::load(sys, &index, &dir, &order, &mut attempted);
+    report.loaded.extend(more.loaded);
+    report.failed.extend(more.failed);
     say(&format!("modules: loaded {}", report.loaded.join(" ")));
     for (name, why) in &report.failed {
         say(&format!("modules: {name} failed: {why}"));
@@ -297,7 +306,7 @@ fn after_cmdline(
     say: &mut dyn FnMut(&str),
 ) -> Result<(), BootError> {
     load_modules(sys, env, say)?;
-    let nic = net::check(&env.sys_root, args.mac, &args.ip)?;
+    let nic = net::bring_up(sys, &env.sys_root, args.mac, &args.ip)?;
     say(&format!("network: boot NIC {nic} is up"));
 
     let (plan, raw) = wait_for_plan(sys, agent, args, env, say);

@@ -13,6 +13,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+/// Modules composing needs that no device asks for: the kernel would request them on
+/// first use through modprobe, which the initramfs does not have, so they are loaded by
+/// name (the ones built in have no file and are skipped).
+pub const COMPOSE_MODULES: [&str; 5] = ["loop", "overlay", "erofs", "squashfs", "ext4"];
+
 /// Failures reading the module index. Loading failures of single modules are reported in
 /// [`LoadReport`] instead: one bad module must not stop the boot.
 #[derive(Debug, thiserror::Error)]

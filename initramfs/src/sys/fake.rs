@@ -249,6 +249,10 @@ impl Sys for FakeSys {
         Ok(self.release.clone())
     }
 
+    fn netlink(&mut self, request: &[u8], what: &str) -> Result<(), Errno> {
+        self.record(format!("netlink {what} ({} bytes)", request.len()))
+    }
+
     fn open_console(&mut self, console: &Path) -> Result<(), Errno> {
         self.record(format!("open_console {}", console.display()))
     }

@@ -82,6 +82,9 @@ pub trait Sys {
     fn write_file(&mut self, path: &Path, contents: &[u8]) -> Result<(), Errno>;
     /// `uname(2)` release, to find `/lib/modules/<release>`.
     fn kernel_release(&mut self) -> Result<String, Errno>;
+    /// Send one complete rtnetlink request and wait for the kernel's acknowledgement;
+    /// `what` only names it (for the fake's record).
+    fn netlink(&mut self, request: &[u8], what: &str) -> Result<(), Errno>;
     /// Make sure stdin/stdout/stderr are open, on `console` if they were closed (the
     /// kernel leaves them closed when the initramfs had no `/dev/console`).
     fn open_console(&mut self, console: &Path) -> Result<(), Errno>;

@@ -279,6 +279,68 @@ impl Sys for RealSys {
         Ok(u.release().to_string_lossy().into_owned())
     }
 
+    fn netlink(&mut self, request: &[u8], _what: &str) -> Result<(), Errno> {
+        // SAFETY: plain socket(2) call; the returned descriptor is owned right below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+                libc::NETLINK_ROUTE,
+            )
+        };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: `fd` is a fresh descriptor nobody else owns.
+        let sock = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        let timeout = libc::timeval {
+            tv_sec: 5,
+            tv_usec: 0,
+        };
+        // SAFETY: SO_RCVTIMEO reads a `timeval` of the given size from a valid pointer.
+        let r = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: an all-zero sockaddr_nl is valid; we set the family (pid 0 = kernel).
+        let mut kernel: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        kernel.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: `request` and `kernel` are valid for the lengths passed.
+        let sent = unsafe {
+            libc::sendto(
+                sock.as_raw_fd(),
+                request.as_ptr().cast(),
+                request.len(),
+                0,
+                (&kernel as *const libc::sockaddr_nl).cast(),
+                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+            )
+        };
+        if sent < 0 {
+            return Err(Errno::last());
+        }
+        let mut buf = [0u8; 8192];
+        loop {
+            // SAFETY: `buf` is writable for its whole length.
+            let n = unsafe { libc::recv(sock.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(Errno::last());
+            }
+            let n = usize::try_from(n).map_err(|_| Errno::EIO)?;
+            if let Some(result) = crate::net::netlink_ack(&buf[..n]) {
+                return result;
+            }
+        }
+    }
+
     fn open_console(&mut self, console: &Path) -> Result<(), Errno> {
         for fd in 0..3 {
             // SAFETY: F_GETFD only queries the descriptor table; no memory is passed.
