@@ -138,7 +138,14 @@ pub fn load_modules(
     let more = modules::load(sys, &index, &dir, &order, &mut attempted);
     report.loaded.extend(more.loaded);
     report.failed.extend(more.failed);
+    report.missing.extend(more.missing);
     say(&format!("modules: loaded {}", report.loaded.join(" ")));
+    if !report.missing.is_empty() {
+        say(&format!(
+            "modules: not in the modules initrd: {}",
+            report.missing.join(" ")
+        ));
+    }
     for (name, why) in &report.failed {
         say(&format!("modules: {name} failed: {why}"));
     }

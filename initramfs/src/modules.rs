@@ -15,8 +15,17 @@ use std::time::Duration;
 
 /// Modules composing needs that no device asks for: the kernel would request them on
 /// first use through modprobe, which the initramfs does not have, so they are loaded by
-/// name (the ones built in have no file and are skipped).
-pub const COMPOSE_MODULES: [&str; 5] = ["loop", "overlay", "erofs", "squashfs", "ext4"];
+/// name, in this order (the ones built in have no file and are skipped). The crc32c
+/// drivers come first because libcrc32c (erofs, ext4) only soft-depends on them.
+pub const COMPOSE_MODULES: [&str; 7] = [
+    "loop",
+    "crc32c_intel",
+    "crc32c_generic",
+    "overlay",
+    "erofs",
+    "squashfs",
+    "ext4",
+];
 
 /// Failures reading the module index. Loading failures of single modules are reported in
 /// [`LoadReport`] instead: one bad module must not stop the boot.
@@ -281,6 +290,8 @@ pub struct LoadReport {
     pub loaded: Vec<String>,
     /// Modules that failed, with the reason as text.
     pub failed: Vec<(String, String)>,
+    /// Modules whose file is not there (the modules initrd carries a subset).
+    pub missing: Vec<String>,
 }
 
 /// Load `order` from `dir`, skipping names in `attempted` and adding each to it.
@@ -303,6 +314,16 @@ pub fn load(
         let compressed = is_compressed(&entry.file);
         match sys.finit_module(&path, "", compressed) {
             Ok(()) | Err(Errno::EEXIST) => report.loaded.push(name.clone()),
+            // ENOENT is also the kernel's answer to an unknown symbol: only a file that is
+            // really absent counts as missing.
+            Err(Errno::ENOENT) if !path.exists() => report.missing.push(name.clone()),
+            Err(Errno::ENOENT) => report.failed.push((
+                name.clone(),
+                format!(
+                    "finit_module {}: ENOENT: unknown symbol (a dependency failed to load?)",
+                    path.display()
+                ),
+            )),
             Err(e @ (Errno::EINVAL | Errno::EOPNOTSUPP | Errno::ENOSYS)) if compressed => {
                 report.failed.push((
                     name.clone(),
@@ -346,6 +367,7 @@ pub fn probe(
         let r = load(sys, index, dir, &order, &mut attempted);
         total.loaded.extend(r.loaded);
         total.failed.extend(r.failed);
+        total.missing.extend(r.missing);
     }
     total
 }
@@ -544,15 +566,17 @@ kernel/drivers/block/virtio_blk.ko.xz:
         let mut sys = FakeSys::new();
         sys.module_errno
             .insert(dir.join("kernel/drivers/virtio/virtio.ko"), Errno::EEXIST);
+        sys.module_errno
+            .insert(dir.join("kernel/net/core/failover.ko"), Errno::ENOENT);
         sys.module_errno.insert(
             dir.join("kernel/drivers/block/virtio_blk.ko.xz"),
             Errno::EINVAL,
         );
         let report = probe(&mut sys, &index(), dir, root.path(), 5);
+        assert_eq!(report.missing, ["failover"]);
         assert_eq!(
             report.loaded,
             [
-                "failover",
                 "net_failover",
                 "virtio_net",
                 "virtio",
