@@ -38,6 +38,9 @@ pub struct Env {
     pub plan_backoff: Duration,
     /// How many times one layer download is attempted.
     pub fetch_attempts: u32,
+    /// What the kernel passed to /init beyond its own parameters; handed on to the real
+    /// init through carte-shim.
+    pub init_args: Vec<String>,
 }
 
 impl Default for Env {
@@ -49,6 +52,7 @@ impl Default for Env {
             layout: Layout::default(),
             plan_backoff: Duration::from_secs(1),
             fetch_attempts: 3,
+            init_args: Vec::new(),
         }
     }
 }
@@ -358,7 +362,8 @@ fn after_cmdline(
     let composed = compose::compose(sys, &plan, &files, &env.layout).map_err(BootError::Compose)?;
     post(events, Event::stage(Stage::SwitchRoot), say);
     sys.sync();
-    compose::switch_root(sys, composed, &env.layout, &raw).map_err(BootError::SwitchRoot)?;
+    compose::switch_root(sys, composed, &env.layout, &raw, &env.init_args)
+        .map_err(BootError::SwitchRoot)?;
     Ok(())
 }
 

@@ -395,7 +395,8 @@ fn delete_tree(sys: &mut dyn Sys, dir: &Path, dev: u64) -> usize {
 
 /// Hand over to the new root: leave the plan and the shim in `/run/carte`, move `/dev`
 /// `/proc` `/sys` `/run` and the carte filesystem into the new root, delete the initramfs
-/// contents, move the new root onto `/`, chroot into it and exec carte-shim.
+/// contents, move the new root onto `/`, chroot into it and exec carte-shim with
+/// `init_args` (what the kernel passed to /init, for the real init).
 ///
 /// Before the deletion starts, a failure undoes everything (the compose included) and
 /// returns a normal error; after, it returns [`ComposeError::NoReturn`]. With the real
@@ -405,6 +406,7 @@ pub fn switch_root(
     composed: Composed,
     layout: &Layout,
     plan_json: &[u8],
+    init_args: &[String],
 ) -> Result<(), ComposeError> {
     let root = composed.root.clone();
     let mut ctx = Ctx {
@@ -434,7 +436,7 @@ pub fn switch_root(
     sys.chroot(dot).map_err(no_return("chroot", dot))?;
     sys.chdir(slash).map_err(no_return("chdir", slash))?;
     let shim = Path::new(RUN_CARTE).join("carte-shim");
-    sys.exec(&shim, &[]).map_err(no_return("exec", &shim))
+    sys.exec(&shim, init_args).map_err(no_return("exec", &shim))
 }
 
 fn switch_prepare(

@@ -16,7 +16,10 @@ fn say(line: &str) {
 
 fn main() {
     let mut sys = RealSys;
-    let env = Env::default();
+    let env = Env {
+        init_args: std::env::args().skip(1).collect(),
+        ..Env::default()
+    };
     let mut wait = Duration::from_secs(5);
     loop {
         let result = boot::run(&mut sys, &env, &mut say);

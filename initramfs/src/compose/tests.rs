@@ -284,7 +284,7 @@ fn switch_root_exact_sequence() {
     initramfs_tree(&mut sys);
     let c = compose(&mut sys, &p, &files(&p), &Layout::default()).expect("compose");
     let before = sys.calls.len();
-    switch_root(&mut sys, c, &Layout::default(), b"{}").expect("switch");
+    switch_root(&mut sys, c, &Layout::default(), b"{}", &["single".into()]).expect("switch");
     let calls: Vec<&String> = sys.calls[before..].iter().collect();
     let expected = [
         "mkdir /run/carte",
@@ -329,7 +329,7 @@ fn switch_root_exact_sequence() {
         "move . /",
         "chroot .",
         "chdir /",
-        "exec /run/carte/carte-shim",
+        "exec /run/carte/carte-shim single",
     ];
     assert_eq!(calls, expected);
     // Other mounts were never entered: the new root's files and the layer mount survive.
@@ -346,7 +346,7 @@ fn switch_failure_before_deletion_moves_everything_back() {
     let mut sys = FakeSys::new();
     sys.fail_prefix = Some("move /carte/cache".into());
     let c = compose(&mut sys, &p, &files(&p), &Layout::default()).expect("compose");
-    let e = switch_root(&mut sys, c, &Layout::default(), b"{}").expect_err("fails");
+    let e = switch_root(&mut sys, c, &Layout::default(), b"{}", &[]).expect_err("fails");
     assert!(matches!(e, ComposeError::Move { .. }), "{e:?}");
     let at = sys
         .calls
@@ -387,7 +387,7 @@ fn switch_failure_after_deletion_is_no_return() {
     sys.fail_prefix = Some("exec".into());
     sys.fail_errno = Some(Errno::ENOENT);
     let c = compose(&mut sys, &p, &files(&p), &Layout::default()).expect("compose");
-    let e = switch_root(&mut sys, c, &Layout::default(), b"{}").expect_err("fails");
+    let e = switch_root(&mut sys, c, &Layout::default(), b"{}", &[]).expect_err("fails");
     assert_eq!(
         e.to_string(),
         "switch root (past the point of no return): exec /run/carte/carte-shim: \
