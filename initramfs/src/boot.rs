@@ -32,6 +32,10 @@ pub struct Env {
     pub sys_root: PathBuf,
     /// `/lib/modules`.
     pub modules_root: PathBuf,
+    /// `/dev` (the disk step opens whole disks below it).
+    pub dev_root: PathBuf,
+    /// The `mke2fs` copied into the initramfs.
+    pub mke2fs: PathBuf,
     /// Composition layout.
     pub layout: Layout,
     /// Pause between plan attempts (doubles up to 30 s).
@@ -49,10 +53,24 @@ impl Default for Env {
             proc_root: PathBuf::from("/proc"),
             sys_root: PathBuf::from("/sys"),
             modules_root: PathBuf::from("/lib/modules"),
+            dev_root: PathBuf::from("/dev"),
+            mke2fs: PathBuf::from("/sbin/mke2fs"),
             layout: Layout::default(),
             plan_backoff: Duration::from_secs(1),
             fetch_attempts: 3,
             init_args: Vec::new(),
+        }
+    }
+}
+
+impl Env {
+    /// What the disk step needs of this environment.
+    pub fn disk_paths(&self) -> disk::DiskPaths {
+        disk::DiskPaths {
+            sys_root: self.sys_root.clone(),
+            dev_root: self.dev_root.clone(),
+            mke2fs: self.mke2fs.clone(),
+            ..disk::DiskPaths::default()
         }
     }
 }
@@ -333,11 +351,18 @@ fn after_cmdline(
             .unwrap_or_default();
         return Err(BootError::FlashNotImplemented { layer });
     }
-    let device = disk::prepare(sys, &env.sys_root, &plan.disk, &env.layout.cache_mount)?;
+    let prepared = disk::prepare(sys, &env.disk_paths(), &plan.disk, &env.layout.cache_mount)?;
+    let message = match &prepared.initialised {
+        Some(before) => format!(
+            "carte filesystem {} created (the disk held {before})",
+            prepared.device
+        ),
+        None => format!("carte filesystem {}", prepared.device),
+    };
     post(
         events,
         Event {
-            message: Some(format!("carte filesystem {device}")),
+            message: Some(message),
             ..Event::stage(Stage::Disk)
         },
         say,

@@ -1,15 +1,20 @@
-//! Finding the machine's carte partition: list the block devices in sysfs (path injected),
-//! choose the disk the plan's rule names, and find the partition labelled `carte` on it
-//! (GPT PARTNAME, as the kernel reports in `uevent`). Then mount it through [`Sys`].
+//! Finding (or making) the machine's carte partition: list the block devices in sysfs
+//! (path injected), choose the disk the plan's rule names, and find the partition labelled
+//! `carte` on it (GPT PARTNAME, as the kernel reports in `uevent`). When there is none, the
+//! disk is initialised — a GPT with one `carte` partition ([`crate::gpt`]), the kernel told
+//! to re-read it, an ext4 made by `mke2fs` — but only when the disk is blank or the rule
+//! sets `may_wipe`; a disk with foreign data is refused with [`DiskError::Foreign`] and not
+//! written to. Then the partition is mounted through [`Sys`]. A diskless plan
+//! (`select = none`) gets a tmpfs instead.
 //!
-//! Not done yet: creating the partition and filesystem on a blank disk (or one the policy
-//! allows wiping). That step stops with [`DiskError::NotInitialised`], naming the disk,
-//! and never writes anything. A diskless plan (`select = none`) gets a tmpfs instead.
+//! It does not resize or repair an existing carte partition, and never runs fsck.
 
+use crate::gpt::{self, Contents};
 use crate::sys::{Errno, MsFlags, Sys};
 use carte_contract::{DiskRule, DiskSelect};
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// GPT partition name carte gives its partition.
 pub const PART_LABEL: &str = "carte";
@@ -20,10 +25,32 @@ pub enum DiskError {
     #[error("disk: no disk matches the plan's rule {rule}")]
     NoDisk { rule: String },
     #[error(
-        "disk: {device} has no partition labelled carte; creating it is not implemented yet \
-         (may_wipe={may_wipe}); nothing was written"
+        "disk: {device} has no partition labelled carte and holds {what}; \
+         it is left untouched (the policy does not set may_wipe)"
     )]
-    NotInitialised { device: String, may_wipe: bool },
+    Foreign { device: String, what: String },
+    #[error("disk: {step} {device}: {kind}")]
+    Io {
+        step: &'static str,
+        device: String,
+        kind: std::io::ErrorKind,
+    },
+    #[error("disk: re-read the partition table of {device}: {errno}")]
+    Reread { device: String, errno: Errno },
+    #[error("disk: {device} did not appear within {secs}s of writing the partition table")]
+    NoPartitionNode { device: String, secs: u64 },
+    #[error("disk: run {tool} on {device}: {errno}")]
+    Spawn {
+        tool: String,
+        device: String,
+        errno: Errno,
+    },
+    #[error("disk: {tool} on {device} exited with {code}")]
+    Tool {
+        tool: String,
+        device: String,
+        code: i32,
+    },
     #[error("disk: mkdir {path}: {errno}")]
     Mkdir { path: PathBuf, errno: Errno },
     #[error("disk: mount {device} on {target}: {errno}")]
@@ -45,6 +72,41 @@ pub struct BlockDisk {
     pub removable: bool,
     /// Partitions: (kernel name, GPT name if any).
     pub partitions: Vec<(String, Option<String>)>,
+    /// Logical block size in bytes (`queue/logical_block_size`, 512 when unknown).
+    pub sector: u64,
+}
+
+/// Where the disk step looks and what it runs; tests point these into a temporary folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskPaths {
+    /// `/sys`.
+    pub sys_root: PathBuf,
+    /// `/dev`.
+    pub dev_root: PathBuf,
+    /// The `mke2fs` in the initramfs.
+    pub mke2fs: PathBuf,
+    /// How long to wait for the partition's device node after re-reading the table.
+    pub node_wait: Duration,
+}
+
+impl Default for DiskPaths {
+    fn default() -> DiskPaths {
+        DiskPaths {
+            sys_root: PathBuf::from("/sys"),
+            dev_root: PathBuf::from("/dev"),
+            mke2fs: PathBuf::from("/sbin/mke2fs"),
+            node_wait: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What [`prepare`] mounted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The device (or `tmpfs`) mounted on the target.
+    pub device: String,
+    /// Set when the disk was initialised this boot: what it held before.
+    pub initialised: Option<String>,
 }
 
 fn uevent_field(text: &str, key: &str) -> Option<String> {
@@ -92,6 +154,9 @@ pub fn list_disks(sys_root: &Path) -> Vec<BlockDisk> {
                 .and_then(|s| s.parse().ok())
                 .unwrap_or(0),
             removable: read_trim(&dir.join("removable")).as_deref() == Some("1"),
+            sector: read_trim(&dir.join("queue/logical_block_size"))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(512),
             name,
             partitions,
         });
@@ -116,47 +181,144 @@ pub fn choose<'a>(disks: &'a [BlockDisk], select: &DiskSelect) -> Option<&'a Blo
     }
 }
 
-/// Mount the carte filesystem on `target`: the carte partition of the chosen disk, or a
-/// tmpfs for a diskless plan. Returns what was mounted (for the console).
+/// The kernel name of partition `n` of disk `disk` (`vda1`, `nvme0n1p1`).
+pub fn partition_name(disk: &str, n: u32) -> String {
+    if disk.ends_with(|c: char| c.is_ascii_digit()) {
+        format!("{disk}p{n}")
+    } else {
+        format!("{disk}{n}")
+    }
+}
+
+/// Mount the carte filesystem on `target`: the carte partition of the chosen disk (made
+/// first when the disk is blank or may be wiped), or a tmpfs for a diskless plan.
 pub fn prepare(
     sys: &mut dyn Sys,
-    sys_root: &Path,
+    paths: &DiskPaths,
     rule: &DiskRule,
     target: &Path,
-) -> Result<String, DiskError> {
+) -> Result<Prepared, DiskError> {
     sys.mkdir_all(target).map_err(|errno| DiskError::Mkdir {
         path: target.to_path_buf(),
         errno,
     })?;
-    let (device, fstype, flags) = if rule.select == DiskSelect::None {
-        ("tmpfs".to_string(), "tmpfs", MsFlags::empty())
+    let (prepared, fstype, flags) = if rule.select == DiskSelect::None {
+        let p = Prepared {
+            device: "tmpfs".into(),
+            initialised: None,
+        };
+        (p, "tmpfs", MsFlags::empty())
     } else {
-        let disks = list_disks(sys_root);
+        let disks = list_disks(&paths.sys_root);
         let disk = choose(&disks, &rule.select).ok_or_else(|| DiskError::NoDisk {
             rule: format!("{:?}", rule.select),
         })?;
-        let part = disk
+        let existing = disk
             .partitions
             .iter()
-            .find(|(_, label)| label.as_deref() == Some(PART_LABEL))
-            .ok_or_else(|| DiskError::NotInitialised {
-                device: format!("/dev/{}", disk.name),
-                may_wipe: rule.may_wipe,
-            })?;
-        (
-            format!("/dev/{}", part.0),
-            "ext4",
-            MsFlags::MS_NODEV | MsFlags::MS_NOSUID,
-        )
+            .find(|(_, label)| label.as_deref() == Some(PART_LABEL));
+        let p = match existing {
+            Some((part, _)) => Prepared {
+                device: paths.dev_root.join(part).display().to_string(),
+                initialised: None,
+            },
+            None => initialise(sys, paths, disk, rule.may_wipe)?,
+        };
+        (p, "ext4", MsFlags::MS_NODEV | MsFlags::MS_NOSUID)
     };
-    match sys.mount(&device, target, fstype, flags, "") {
-        Ok(()) | Err(Errno::EBUSY) => Ok(device),
+    match sys.mount(&prepared.device, target, fstype, flags, "") {
+        Ok(()) | Err(Errno::EBUSY) => Ok(prepared),
         Err(errno) => Err(DiskError::Mount {
-            device,
+            device: prepared.device,
             target: target.to_path_buf(),
             errno,
         }),
     }
+}
+
+/// Partition and format `disk` when it is blank or `may_wipe`; refuse otherwise.
+fn initialise(
+    sys: &mut dyn Sys,
+    paths: &DiskPaths,
+    disk: &BlockDisk,
+    may_wipe: bool,
+) -> Result<Prepared, DiskError> {
+    let dev = paths.dev_root.join(&disk.name);
+    let device = dev.display().to_string();
+    let io = |step: &'static str| {
+        let device = device.clone();
+        move |e: std::io::Error| DiskError::Io {
+            step,
+            device,
+            kind: e.kind(),
+        }
+    };
+    let size = disk.sectors * 512;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&dev)
+        .map_err(io("open"))?;
+    let before = match gpt::probe(&mut f, size).map_err(io("read"))? {
+        Contents::Blank => "nothing (blank)".to_string(),
+        Contents::Foreign(what) if may_wipe => {
+            gpt::zero_ends(&mut f, size).map_err(io("wipe"))?;
+            format!("{what} (wiped: the policy sets may_wipe)")
+        }
+        Contents::Foreign(what) => return Err(DiskError::Foreign { device, what }),
+    };
+    let guids = (
+        gpt::random_guid(&disk.name),
+        gpt::random_guid(&format!("{}1", disk.name)),
+    );
+    gpt::write(&mut f, size, disk.sector, PART_LABEL, guids).map_err(io("write GPT"))?;
+    f.sync_all().map_err(io("fsync"))?;
+    drop(f);
+    sys.reread_partitions(&dev)
+        .map_err(|errno| DiskError::Reread {
+            device: device.clone(),
+            errno,
+        })?;
+    let part = paths.dev_root.join(partition_name(&disk.name, 1));
+    let part_text = part.display().to_string();
+    let step = Duration::from_millis(100);
+    let mut waited = Duration::ZERO;
+    while !part.exists() {
+        if waited >= paths.node_wait {
+            return Err(DiskError::NoPartitionNode {
+                device: part_text,
+                secs: paths.node_wait.as_secs(),
+            });
+        }
+        sys.sleep(step);
+        waited += step;
+    }
+    let args: Vec<String> = ["-q", "-F", "-t", "ext4", "-L", PART_LABEL, &part_text]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let tool = paths.mke2fs.display().to_string();
+    match sys.run(&paths.mke2fs, &args) {
+        Ok(0) => {}
+        Ok(code) => {
+            return Err(DiskError::Tool {
+                tool,
+                device: part_text,
+                code,
+            })
+        }
+        Err(errno) => {
+            return Err(DiskError::Spawn {
+                tool,
+                device: part_text,
+                errno,
+            })
+        }
+    }
+    Ok(Prepared {
+        device: part_text,
+        initialised: Some(before),
+    })
 }
 
 #[cfg(test)]
@@ -230,6 +392,49 @@ mod tests {
         );
     }
 
+    fn paths(root: &Path) -> DiskPaths {
+        DiskPaths {
+            sys_root: root.to_path_buf(),
+            dev_root: root.join("dev"),
+            mke2fs: PathBuf::from("/sbin/mke2fs"),
+            node_wait: Duration::from_millis(300),
+        }
+    }
+
+    /// Calls with the temporary folder written as `T`.
+    fn calls(sys: &FakeSys, root: &Path) -> Vec<String> {
+        let r = root.display().to_string();
+        sys.calls.iter().map(|c| c.replace(&r, "T")).collect()
+    }
+
+    const DISK: u64 = 64 << 20;
+
+    /// Add disk `vdc` (64 MiB, no partitions) with its device file; `plant` bytes in it;
+    /// `node` also creates `vdc1` as the kernel would after the re-read.
+    fn blank_vdc(root: &Path, plant: &[(u64, &[u8])], node: bool) -> PathBuf {
+        use std::io::{Seek, SeekFrom, Write};
+        disk(root, "vdc", DISK / 512, false, &[]);
+        fs::create_dir_all(root.join("dev")).expect("mkdir");
+        let dev = root.join("dev/vdc");
+        let mut f = fs::File::create(&dev).expect("create");
+        f.set_len(DISK).expect("size");
+        for (off, bytes) in plant {
+            f.seek(SeekFrom::Start(*off)).expect("seek");
+            f.write_all(bytes).expect("plant");
+        }
+        if node {
+            fs::write(root.join("dev/vdc1"), b"").expect("node");
+        }
+        dev
+    }
+
+    fn vdc(may_wipe: bool) -> DiskRule {
+        DiskRule {
+            select: DiskSelect::Device("/dev/vdc".into()),
+            may_wipe,
+        }
+    }
+
     #[test]
     fn prepare_mounts_the_carte_partition() {
         let t = tree();
@@ -238,38 +443,135 @@ mod tests {
             select: DiskSelect::First,
             may_wipe: false,
         };
-        let dev = prepare(&mut sys, t.path(), &rule, Path::new("/carte/cache")).expect("prepare");
-        assert_eq!(dev, "/dev/vda2");
+        let p =
+            prepare(&mut sys, &paths(t.path()), &rule, Path::new("/carte/cache")).expect("prepare");
+        assert_eq!(p.device, format!("{}/dev/vda2", t.path().display()));
+        assert_eq!(p.initialised, None);
         assert_eq!(
-            sys.calls,
+            calls(&sys, t.path()),
             [
                 "mkdir /carte/cache",
-                "mount /dev/vda2 /carte/cache ext4 nosuid,nodev -"
+                "mount T/dev/vda2 /carte/cache ext4 nosuid,nodev -"
             ]
         );
     }
 
     #[test]
-    fn a_disk_without_carte_partition_is_left_alone() {
+    fn a_blank_disk_gets_a_gpt_and_an_ext4() {
         let t = tree();
+        let dev = blank_vdc(t.path(), &[], true);
         let mut sys = FakeSys::new();
-        let rule = DiskRule {
-            select: DiskSelect::Largest,
-            may_wipe: true,
-        };
-        let e = prepare(&mut sys, t.path(), &rule, Path::new("/c")).expect_err("not init");
+        let p = prepare(&mut sys, &paths(t.path()), &vdc(false), Path::new("/c")).expect("init");
+        assert_eq!(p.initialised.as_deref(), Some("nothing (blank)"));
+        assert_eq!(
+            calls(&sys, t.path()),
+            [
+                "mkdir /c",
+                "rereadpt T/dev/vdc",
+                "run /sbin/mke2fs -q -F -t ext4 -L carte T/dev/vdc1",
+                "mount T/dev/vdc1 /c ext4 nosuid,nodev -",
+            ]
+        );
+        let mut f = fs::File::open(&dev).expect("open");
+        assert_eq!(
+            gpt::probe(&mut f, DISK).expect("probe"),
+            Contents::Foreign("a GPT".into())
+        );
+        let raw = fs::read(&dev).expect("read");
+        let name: Vec<u8> = "carte".bytes().flat_map(|b| [b, 0]).collect();
+        assert_eq!(&raw[1024 + 56..1024 + 66], &name[..], "first entry's name");
+        let h = &raw[512..512 + 92];
+        let mut zeroed = h.to_vec();
+        zeroed[16..20].fill(0);
+        assert_eq!(
+            crc32fast::hash(&zeroed).to_le_bytes(),
+            h[16..20],
+            "header crc"
+        );
+    }
+
+    fn check_foreign(plant: &[(u64, &[u8])], what: &str) {
+        let t = tree();
+        // A stray byte in the first MiB besides the signature: wiping must clear it.
+        let mut plant = plant.to_vec();
+        plant.push((300_000, &[7]));
+        let dev = blank_vdc(t.path(), &plant, true);
+        let before = fs::read(&dev).expect("read");
+        let mut sys = FakeSys::new();
+        let e =
+            prepare(&mut sys, &paths(t.path()), &vdc(false), Path::new("/c")).expect_err("foreign");
         assert_eq!(
             e,
-            DiskError::NotInitialised {
-                device: "/dev/vdb".into(),
-                may_wipe: true
+            DiskError::Foreign {
+                device: dev.display().to_string(),
+                what: what.into()
             }
         );
-        assert_eq!(
-            sys.calls,
-            ["mkdir /c"],
-            "nothing but the mount point was touched"
+        assert!(e.to_string().contains("left untouched"), "{e}");
+        assert_eq!(sys.calls, ["mkdir /c"], "nothing else was done");
+        assert!(fs::read(&dev).expect("read") == before, "disk unchanged");
+
+        // The same disk with may_wipe is initialised, and says what it held.
+        let mut sys = FakeSys::new();
+        let p = prepare(&mut sys, &paths(t.path()), &vdc(true), Path::new("/c")).expect("wipe");
+        let said = p.initialised.expect("initialised");
+        assert!(said.starts_with(what) && said.contains("wiped"), "{said}");
+        let raw = fs::read(&dev).expect("read");
+        assert_eq!(&raw[512..520], b"EFI PART");
+        assert_eq!(raw[300_000], 0, "the first MiB was wiped");
+    }
+
+    #[test]
+    fn foreign_data_is_left_alone_unless_may_wipe() {
+        check_foreign(
+            &[(510, &[0x55, 0xAA])],
+            "an MBR partition table or boot sector",
         );
+        check_foreign(
+            &[
+                (510, &[0x55, 0xAA]),
+                (512, b"EFI PART"),
+                (DISK - 512, b"EFI PART"),
+            ],
+            "a GPT",
+        );
+        check_foreign(&[(1080, &[0x53, 0xEF])], "an ext2/3/4 filesystem");
+    }
+
+    #[test]
+    fn initialising_fails_clearly_without_a_node_or_with_a_failing_mke2fs() {
+        let t = tree();
+        blank_vdc(t.path(), &[], false);
+        let mut sys = FakeSys::new();
+        let e =
+            prepare(&mut sys, &paths(t.path()), &vdc(false), Path::new("/c")).expect_err("no node");
+        assert!(matches!(e, DiskError::NoPartitionNode { .. }), "{e}");
+        assert_eq!(
+            sys.calls.iter().filter(|c| c.starts_with("sleep")).count(),
+            3
+        );
+
+        let t = tree();
+        blank_vdc(t.path(), &[], true);
+        let mut sys = FakeSys::new();
+        sys.run_status = 1;
+        let e =
+            prepare(&mut sys, &paths(t.path()), &vdc(false), Path::new("/c")).expect_err("mke2fs");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "disk: /sbin/mke2fs on {}/dev/vdc1 exited with 1",
+                t.path().display()
+            )
+        );
+        assert!(!sys.calls.iter().any(|c| c.starts_with("mount")));
+    }
+
+    #[test]
+    fn partition_names_follow_the_kernel() {
+        assert_eq!(partition_name("vda", 1), "vda1");
+        assert_eq!(partition_name("nvme0n1", 1), "nvme0n1p1");
+        assert_eq!(partition_name("mmcblk0", 2), "mmcblk0p2");
     }
 
     #[test]
@@ -280,13 +582,13 @@ mod tests {
             select: DiskSelect::None,
             may_wipe: false,
         };
-        prepare(&mut sys, t.path(), &none, Path::new("/c")).expect("tmpfs");
+        prepare(&mut sys, &paths(t.path()), &none, Path::new("/c")).expect("tmpfs");
         assert_eq!(sys.calls[1], "mount tmpfs /c tmpfs rw -");
         let missing = DiskRule {
             select: DiskSelect::Device("/dev/nvme0n1".into()),
             may_wipe: false,
         };
-        let e = prepare(&mut sys, t.path(), &missing, Path::new("/c")).expect_err("none");
+        let e = prepare(&mut sys, &paths(t.path()), &missing, Path::new("/c")).expect_err("none");
         assert!(e.to_string().contains("nvme0n1"), "{e}");
     }
 }

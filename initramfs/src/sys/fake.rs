@@ -27,6 +27,8 @@ pub struct FakeSys {
     pub module_errno: BTreeMap<PathBuf, Errno>,
     /// The release `kernel_release` reports.
     pub release: String,
+    /// Exit code `run` reports (0 unless set).
+    pub run_status: i32,
     next_loop: usize,
 }
 
@@ -259,6 +261,24 @@ impl Sys for FakeSys {
 
     fn sleep(&mut self, duration: Duration) {
         self.calls.push(format!("sleep {}ms", duration.as_millis()));
+    }
+
+    fn run(&mut self, path: &Path, args: &[String]) -> Result<i32, Errno> {
+        let mut line = format!("run {}", path.display());
+        for a in args {
+            line.push(' ');
+            line.push_str(a);
+        }
+        self.record(line)?;
+        Ok(self.run_status)
+    }
+
+    fn reread_partitions(&mut self, device: &Path) -> Result<(), Errno> {
+        self.record(format!("rereadpt {}", device.display()))
+    }
+
+    fn discard(&mut self, device: &Path, offset: u64, len: u64) -> Result<(), Errno> {
+        self.record(format!("discard {} {offset}+{len}", device.display()))
     }
 }
 

@@ -90,4 +90,11 @@ pub trait Sys {
     fn open_console(&mut self, console: &Path) -> Result<(), Errno>;
     /// Sleep between retries (the fake only records it).
     fn sleep(&mut self, duration: Duration);
+    /// Run an external program (only `mke2fs` on the boot path) and wait for it; returns
+    /// its exit code (128 + signal number when killed).
+    fn run(&mut self, path: &Path, args: &[String]) -> Result<i32, Errno>;
+    /// `BLKRRPART`: ask the kernel to re-read the partition table of a whole disk.
+    fn reread_partitions(&mut self, device: &Path) -> Result<(), Errno>;
+    /// `BLKDISCARD` of `len` bytes at `offset` on a block device.
+    fn discard(&mut self, device: &Path, offset: u64, len: u64) -> Result<(), Errno>;
 }

@@ -22,6 +22,10 @@ use std::time::Duration;
 /// `MODULE_INIT_COMPRESSED_FILE` from `<linux/module.h>`.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
 
+/// `BLKRRPART` and `BLKDISCARD` from `<linux/fs.h>` (`_IO(0x12, 95)`, `_IO(0x12, 119)`).
+const BLKRRPART: libc::Ioctl = 0x125F;
+const BLKDISCARD: libc::Ioctl = 0x1277;
+
 /// The real system.
 #[derive(Debug, Default)]
 pub struct RealSys;
@@ -368,5 +372,41 @@ impl Sys for RealSys {
 
     fn sleep(&mut self, duration: Duration) {
         std::thread::sleep(duration);
+    }
+
+    fn run(&mut self, path: &Path, args: &[String]) -> Result<i32, Errno> {
+        use std::os::unix::process::ExitStatusExt;
+        let status = std::process::Command::new(path)
+            .args(args)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .map_err(io_errno)?;
+        Ok(status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+    }
+
+    fn reread_partitions(&mut self, device: &Path) -> Result<(), Errno> {
+        let dev = open_rw(device, OFlag::O_RDONLY)?;
+        // SAFETY: BLKRRPART on an open block device takes no argument.
+        let r = unsafe { libc::ioctl(dev.as_raw_fd(), BLKRRPART, 0) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
+    }
+
+    fn discard(&mut self, device: &Path, offset: u64, len: u64) -> Result<(), Errno> {
+        let dev = open_rw(device, OFlag::O_WRONLY)?;
+        let range: [u64; 2] = [offset, len];
+        // SAFETY: BLKDISCARD reads a `uint64_t[2]` (start, length) from a valid pointer
+        // that outlives the call.
+        let r = unsafe { libc::ioctl(dev.as_raw_fd(), BLKDISCARD, &range) };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(Errno::last())
+        }
     }
 }
