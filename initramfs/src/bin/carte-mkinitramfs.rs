@@ -2,15 +2,18 @@
 //! zstd-compressed newc cpio with `/init`, `/bin/carte-shim`, the mount-point folders and
 //! `/dev/console` (so the kernel can give /init a console even before devtmpfs).
 //!
-//! Usage: `carte-mkinitramfs --init PATH --shim PATH --out PATH`. It does not build the
-//! binaries (scripts/build-initramfs does) and adds no kernel modules (those come as a
-//! second initrd from the kernel layer).
+//! Usage: `carte-mkinitramfs --init PATH --shim PATH --out PATH [--extra SRC:DEST]...`.
+//! `--extra` adds one more file at DEST (its folders made), executable: this is how
+//! `mke2fs` and its shared libraries go in. It does not build the binaries
+//! (scripts/build-initramfs does, and picks the extras) and adds no kernel modules (those
+//! come as a second initrd from the kernel layer).
 
 use anyhow::{bail, Context, Result};
 use carte_init::newc::Writer;
 use std::fs::File;
+use std::collections::BTreeSet;
 use std::io::BufWriter;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 const DIRS: [&str; 8] = ["bin", "dev", "proc", "sys", "run", "tmp", "carte", "lib"];
 
@@ -18,8 +21,21 @@ fn main() -> Result<()> {
     let mut init = None;
     let mut shim = None;
     let mut out = None;
+    let mut extras = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--extra" {
+            let v = args.next().context("--extra needs SRC:DEST")?;
+            let (src, dest) = v
+                .split_once(':')
+                .with_context(|| format!("--extra {v:?}: expected SRC:DEST"))?;
+            let dest = dest.trim_start_matches('/').to_string();
+            if dest.is_empty() || dest.split('/').any(|c| c == ".." || c.is_empty()) {
+                bail!("--extra {v:?}: DEST must be a plain path inside the archive");
+            }
+            extras.push((PathBuf::from(src), dest));
+            continue;
+        }
         let slot = match a.as_str() {
             "--init" => &mut init,
             "--shim" => &mut shim,
@@ -51,6 +67,20 @@ fn main() -> Result<()> {
     w.file("init", 0o755, &init_bytes).context("write init")?;
     w.file("bin/carte-shim", 0o755, &shim_bytes)
         .context("write bin/carte-shim")?;
+    let mut made: BTreeSet<String> = DIRS.iter().map(|d| d.to_string()).collect();
+    for (src, dest) in &extras {
+        let mut parent = PathBuf::new();
+        for c in Path::new(dest).parent().into_iter().flat_map(Path::components) {
+            parent.push(c);
+            let p = parent.display().to_string();
+            if made.insert(p.clone()) {
+                w.dir(&p, 0o755).with_context(|| format!("write dir {p}"))?;
+            }
+        }
+        let bytes = std::fs::read(src).with_context(|| format!("read {}", src.display()))?;
+        w.file(dest, 0o755, &bytes)
+            .with_context(|| format!("write {dest}"))?;
+    }
     let zstd = w.finish().context("write trailer")?;
     let buf = zstd.finish().context("finish zstd")?;
     let file = buf
