@@ -1,5 +1,6 @@
 //! The boot sequence, step by step: early mounts → command line → modules → network →
-//! plan → disk → cache → fetch → (sync-back) → compose → switch root. Each step's failure
+//! plan → disk (or, in disk mode, flash and reboot) → sync-back → cache → fetch →
+//! compose → switch root. Each step's failure
 //! is a [`BootError`] variant naming the step; progress and failures go to the console
 //! (through `say`) and, once the server is known, as events.
 //!
@@ -13,10 +14,12 @@ use crate::disk;
 use crate::error::BootError;
 use crate::events::Reporter;
 use crate::fetch::{self, Source};
+use crate::flash;
 use crate::http::{self, Timeouts};
 use crate::modules::{self, ModuleIndex};
 use crate::net;
 use crate::plan;
+use crate::syncback;
 use crate::sys::{Errno, MsFlags, Sys};
 use carte_contract::{Event, Mode, Plan, Stage};
 use std::collections::{HashMap, HashSet};
@@ -289,6 +292,85 @@ pub fn fill_cache(
     Ok(files)
 }
 
+/// Step 8: upload what the plan asks to sync back, before the new setup's layers come in.
+/// Never fails the boot: a failed upload is reported and retried next boot.
+pub fn sync_back(agent: &ureq::Agent, plan: &Plan, env: &Env, report: &mut dyn FnMut(Event)) {
+    let state = env.layout.cache_mount.join("sync");
+    for item in syncback::items(plan, &env.layout.cache_mount) {
+        let e = match syncback::sync_one(agent, &plan.token, &item, &state) {
+            Ok(syncback::Outcome::Nothing) => continue,
+            Ok(syncback::Outcome::Unchanged { .. }) => Event {
+                message: Some(format!("{}: unchanged since the last upload", item.key)),
+                ..Event::stage(Stage::SyncBack)
+            },
+            Ok(syncback::Outcome::Uploaded { sha256, bytes }) => Event {
+                message: Some(format!(
+                    "{}: uploaded {bytes} bytes, sha256 {sha256}",
+                    item.key
+                )),
+                bytes_done: Some(bytes),
+                bytes_total: Some(bytes),
+                ..Event::stage(Stage::SyncBack)
+            },
+            Err(e) => Event::failed(
+                Stage::SyncBack,
+                format!("{e}; local data kept, retried next boot"),
+            ),
+        };
+        report(e);
+    }
+}
+
+/// Disk mode: flash the image onto the disk, report, reboot (netbootd answers `local`
+/// next). With the fake `Sys` the reboot returns and so does this.
+fn disk_mode(
+    sys: &mut dyn Sys,
+    agent: &ureq::Agent,
+    plan: &Plan,
+    env: &Env,
+    events: &Reporter,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), BootError> {
+    let layer = flash::image_layer(&plan.layers)?;
+    let label = format!("{}@{}", layer.name, layer.version);
+    post(
+        events,
+        Event {
+            message: Some(format!("flashing {label}")),
+            ..Event::stage(Stage::Flash)
+        },
+        say,
+    );
+    let done = {
+        let mut progress = |p: &fetch::Progress| {
+            post(
+                events,
+                Event::progress(Stage::Flash, p.done, p.total, format!("{label}: {p}")),
+                say,
+            )
+        };
+        flash::flash(
+            sys,
+            agent,
+            &env.disk_paths(),
+            &plan.disk,
+            layer,
+            fetch::Options::default(),
+            &mut progress,
+        )?
+    };
+    post(
+        events,
+        Event {
+            message: Some(format!("{label}: {}; rebooting", flash::describe(&done))),
+            ..Event::stage(Stage::Flash)
+        },
+        say,
+    );
+    sys.sync();
+    sys.reboot().map_err(BootError::Reboot)
+}
+
 /// Print an event on the console and post it (best effort).
 fn post(reporter: &Reporter, e: Event, say: &mut dyn FnMut(&str)) {
     let line = match (&e.error, &e.message) {
@@ -344,12 +426,7 @@ fn after_cmdline(
     post(events, Event::stage(Stage::Plan), say);
 
     if plan.mode == Mode::Disk {
-        let layer = plan
-            .layers
-            .first()
-            .map(|l| format!("{}@{}", l.name, l.version))
-            .unwrap_or_default();
-        return Err(BootError::FlashNotImplemented { layer });
+        return disk_mode(sys, agent, &plan, env, events, say);
     }
     let prepared = disk::prepare(sys, &env.disk_paths(), &plan.disk, &env.layout.cache_mount)?;
     let message = match &prepared.initialised {
@@ -367,22 +444,14 @@ fn after_cmdline(
         },
         say,
     );
+    {
+        let mut report = |e: Event| post(events, e, say);
+        sync_back(agent, &plan, env, &mut report);
+    }
     let files = {
         let mut report = |e: Event| post(events, e, say);
         fill_cache(sys, agent, &plan, env, &mut report)?
     };
-    if !plan.sync_back.is_empty() {
-        post(
-            events,
-            Event {
-                message: Some(
-                    "sync-back is not implemented yet: local data is kept, nothing uploaded".into(),
-                ),
-                ..Event::stage(Stage::SyncBack)
-            },
-            say,
-        );
-    }
     post(events, Event::stage(Stage::Compose), say);
     let composed = compose::compose(sys, &plan, &files, &env.layout).map_err(BootError::Compose)?;
     post(events, Event::stage(Stage::SwitchRoot), say);

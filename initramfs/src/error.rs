@@ -7,6 +7,7 @@ use crate::cmdline::CmdlineError;
 use crate::compose::ComposeError;
 use crate::disk::DiskError;
 use crate::fetch::FetchError;
+use crate::flash::FlashError;
 use crate::modules::ModulesError;
 use crate::net::NetError;
 use crate::plan::PlanError;
@@ -44,8 +45,10 @@ pub enum BootError {
     Cache(#[from] CacheError),
     #[error("step 7 (fetch {layer}): {source}")]
     Fetch { layer: String, source: FetchError },
-    #[error("step 8 (disk mode): flashing {layer} onto the disk is not implemented yet")]
-    FlashNotImplemented { layer: String },
+    #[error("step 5 (disk mode): {0}")]
+    Flash(#[from] FlashError),
+    #[error("step 5 (disk mode): reboot after flashing: {0}")]
+    Reboot(Errno),
     #[error("step 9 (compose): {0}")]
     Compose(ComposeError),
     #[error("step 10 (switch root): {0}")]
@@ -67,7 +70,7 @@ impl BootError {
             BootError::Disk(_) => Stage::Disk,
             BootError::Cache(_) => Stage::Cache,
             BootError::Fetch { .. } => Stage::Fetch,
-            BootError::FlashNotImplemented { .. } => Stage::Flash,
+            BootError::Flash(_) | BootError::Reboot(_) => Stage::Flash,
             BootError::Compose(_) => Stage::Compose,
             BootError::SwitchRoot(_) | BootError::ExecReturned => Stage::SwitchRoot,
         }

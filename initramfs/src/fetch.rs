@@ -1,5 +1,5 @@
 //! The layer download pipeline: HTTP GET → (zstd decode) → sha256 → write to a temp file in
-//! the cache, with a network+decode thread and a hash+write thread overlapping through a
+//! the cache (or any [`Sink`]: disk mode streams onto a whole disk), with a network+decode thread and a hash+write thread overlapping through a
 //! small bounded channel (nothing is held whole in memory). A dropped connection is resumed
 //! with `Range` from the last byte received, feeding the same decoder and hashers. At the
 //! end the sizes and both hashes are checked and the file fsynced; only then does the
@@ -403,6 +403,27 @@ pub fn fetch(
     r
 }
 
+/// Where the decoded bytes go: a cache temp file, or a whole disk in `disk` mode.
+pub trait Sink {
+    /// Take the next decoded bytes, in stream order.
+    fn write_chunk(&mut self, chunk: &[u8]) -> io::Result<()>;
+    /// Everything arrived and was verified: make it durable (fsync).
+    fn finish(&mut self) -> io::Result<()>;
+}
+
+/// A plain file, written sequentially.
+struct FileSink(File);
+
+impl Sink for FileSink {
+    fn write_chunk(&mut self, chunk: &[u8]) -> io::Result<()> {
+        self.0.write_all(chunk)
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        self.0.sync_all()
+    }
+}
+
 fn fetch_inner(
     agent: &ureq::Agent,
     src: &Source,
@@ -410,11 +431,33 @@ fn fetch_inner(
     opts: Options,
     progress: &mut dyn FnMut(&Progress),
 ) -> Result<Verified, FetchError> {
-    let werr = |source| FetchError::Write {
+    let file = File::create(temp).map_err(|source| FetchError::Write {
         path: temp.to_path_buf(),
         source,
+    })?;
+    let written = stream(agent, src, &mut FileSink(file), temp, opts, progress)?;
+    Ok(Verified::after_checking(
+        temp.to_path_buf(),
+        src.sha256_written.clone(),
+        written,
+    ))
+}
+
+/// Download `src` into `sink` (named `target` in errors), checking sizes and both hashes;
+/// `sink.finish()` runs only once everything matched. Returns the decoded bytes written.
+/// The caller cleans up the target on failure.
+pub fn stream(
+    agent: &ureq::Agent,
+    src: &Source,
+    sink: &mut dyn Sink,
+    target: &Path,
+    opts: Options,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<u64, FetchError> {
+    let werr = |source| FetchError::Write {
+        path: target.to_path_buf(),
+        source,
     };
-    let mut file = File::create(temp).map_err(werr)?;
     let shared_offset = Arc::new(AtomicU64::new(0));
     let body = ResumingBody {
         agent: agent.clone(),
@@ -451,7 +494,7 @@ fn fetch_inner(
         if encoding != Encoding::None {
             written_hasher.update(&chunk);
         }
-        if let Err(e) = file.write_all(&chunk) {
+        if let Err(e) = sink.write_chunk(&chunk) {
             write_error = Some(werr(e));
             break;
         }
@@ -504,12 +547,8 @@ fn fetch_inner(
             want: src.sha256_written.clone(),
         });
     }
-    file.sync_all().map_err(werr)?;
-    Ok(Verified::after_checking(
-        temp.to_path_buf(),
-        src.sha256_written.clone(),
-        written,
-    ))
+    sink.finish().map_err(werr)?;
+    Ok(written)
 }
 
 #[cfg(test)]

@@ -2,8 +2,8 @@
 //! that `main.rs` sequences. Every system call goes through [`sys::Sys`], so the boot logic
 //! is tested without root.
 //!
-//! Not here (yet): bringing up the NIC over netlink, disk partitioning, sync-back and
-//! disk mode; `main.rs` stops with a clear error for those steps.
+//! Not here: a DHCP client (the NIC uses the lease iPXE passed), fsck of the carte
+//! filesystem, and sync-back of anything but overlay uppers.
 
 pub mod boot;
 pub mod cache;
@@ -13,10 +13,15 @@ pub mod disk;
 pub mod error;
 pub mod events;
 pub mod fetch;
+pub mod flash;
 pub mod gpt;
 pub mod http;
 pub mod modules;
 pub mod net;
 pub mod newc;
+pub mod pack;
 pub mod plan;
+pub mod syncback;
 pub mod sys;
+#[cfg(test)]
+mod testhttp;

@@ -10,8 +10,8 @@
 
 use anyhow::{bail, Context, Result};
 use carte_init::newc::Writer;
-use std::fs::File;
 use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
@@ -70,7 +70,11 @@ fn main() -> Result<()> {
     let mut made: BTreeSet<String> = DIRS.iter().map(|d| d.to_string()).collect();
     for (src, dest) in &extras {
         let mut parent = PathBuf::new();
-        for c in Path::new(dest).parent().into_iter().flat_map(Path::components) {
+        for c in Path::new(dest)
+            .parent()
+            .into_iter()
+            .flat_map(Path::components)
+        {
             parent.push(c);
             let p = parent.display().to_string();
             if made.insert(p.clone()) {
