@@ -13,7 +13,8 @@ use crate::compose::{self, Layout};
 use crate::disk;
 use crate::error::BootError;
 use crate::events::Reporter;
-use crate::fetch::{self, Source};
+use crate::fetch;
+use crate::fill;
 use crate::flash;
 use crate::http::{self, Timeouts};
 use crate::modules::{self, ModuleIndex};
@@ -232,63 +233,29 @@ pub fn fill_cache(
         .iter()
         .map(|l| l.sha256_written.clone())
         .collect();
-    let missing: Vec<_> = compose::boot_layers(plan)
-        .filter(|l| !cache.contains(&l.sha256_written))
-        .collect();
-    // Each missing layer needs its decoded size in the cache dir (the temp file).
-    let need: u64 = missing.iter().map(|l| l.uncompressed_size).sum();
-    let free = cache::free_bytes(&dir)?;
-    let evict = cache.plan_eviction(need, free, &keep)?;
-    if !evict.is_empty() {
-        report(Event {
-            message: Some(format!("evicting {} layers to make room", evict.len())),
-            ..Event::stage(Stage::Cache)
-        });
-        cache.evict(&evict)?;
-    }
-    for l in missing {
-        let src = Source::from(l);
-        let label = format!("{}@{}", l.name, l.version);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let temp = cache.temp_path(&l.sha256_written)?;
-            let mut progress = |p: &fetch::Progress| {
-                report(Event::progress(
-                    Stage::Fetch,
-                    p.done,
-                    p.total,
-                    format!("{label}: {p}"),
-                ))
-            };
-            match fetch::fetch(agent, &src, &temp, fetch::Options::default(), &mut progress) {
-                Ok(v) => {
-                    cache.commit(v, &l.name, l.version, l.kind)?;
-                    break;
-                }
-                Err(e) if attempt < env.fetch_attempts => {
-                    report(Event::failed(
-                        Stage::Fetch,
-                        format!("{label}: {e}; fetching again"),
-                    ));
-                    sys.sleep(Duration::from_secs(2 * u64::from(attempt)));
-                }
-                Err(source) => {
-                    return Err(BootError::Fetch {
-                        layer: label,
-                        source,
-                    })
-                }
-            }
-        }
-    }
+    let layers: Vec<&carte_contract::Layer> = compose::boot_layers(plan).collect();
+    fill::ensure(
+        sys,
+        agent,
+        &mut cache,
+        &layers,
+        &keep,
+        fill::How {
+            stage: Stage::Fetch,
+            attempts: env.fetch_attempts,
+        },
+        report,
+    )
+    .map_err(|e| match e {
+        fill::FillError::Cache(c) => BootError::Cache(c),
+        fill::FillError::Fetch { layer, source } => BootError::Fetch { layer, source },
+    })?;
     let mut files = HashMap::new();
     for l in compose::boot_layers(plan) {
         if let Some(p) = cache.get(&l.sha256_written) {
             files.insert(l.sha256_written.clone(), p);
         }
     }
-    cache.save()?;
     Ok(files)
 }
 

@@ -13,6 +13,7 @@ pub mod disk;
 pub mod error;
 pub mod events;
 pub mod fetch;
+pub mod fill;
 pub mod flash;
 pub mod gpt;
 pub mod http;
