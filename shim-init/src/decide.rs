@@ -3,7 +3,7 @@
 //!
 //! It does no IO; whether a file exists is asked through the `exists` callback.
 
-use carte_contract::{Plan, DEFAULT_INIT};
+use carte_contract::{Layer, Plan, DEFAULT_INIT};
 use std::path::{Path, PathBuf};
 
 /// Inits tried, in order, when the plan's init is missing (as the kernel itself does).
@@ -12,11 +12,8 @@ pub const FALLBACK_INITS: [&str; 4] = [DEFAULT_INIT, "/etc/init", "/bin/init", "
 /// One thing the helper does after boot, in order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Task {
-    /// Fetch and mount a lazy layer.
-    LazyLayer {
-        name: String,
-        mount_point: Option<String>,
-    },
+    /// Fetch and mount a lazy layer (all of it: the helper needs URL, hashes, format).
+    LazyLayer(Box<Layer>),
     /// Run a layer's autostart command, output saved under `log`.
     Autostart {
         layer: String,
@@ -66,10 +63,7 @@ pub fn decide(
     let wanted = match plan {
         Ok(p) => {
             for l in p.layers.iter().filter(|l| l.lazy) {
-                tasks.push(Task::LazyLayer {
-                    name: l.name.clone(),
-                    mount_point: l.mount_point.clone(),
-                });
+                tasks.push(Task::LazyLayer(Box::new(l.clone())));
             }
             for l in &p.layers {
                 if let Some(cmd) = l.autostart.as_ref().filter(|c| !c.trim().is_empty()) {
@@ -173,16 +167,14 @@ mod tests {
                 layer("blank", false, Some("  ")),
             ],
         );
+        let data = p.layers[0].clone();
         let d = decide(Ok(&p), &["single".into()], &only(&["/lib/systemd/systemd"]));
         assert_eq!(d.init, PathBuf::from("/lib/systemd/systemd"));
         assert_eq!(d.args, ["single"]);
         assert_eq!(
             d.tasks,
             [
-                Task::LazyLayer {
-                    name: "data".into(),
-                    mount_point: Some("/srv/data".into())
-                },
+                Task::LazyLayer(Box::new(data)),
                 Task::Autostart {
                     layer: "exp".into(),
                     command: "/srv/exp/run.sh".into(),

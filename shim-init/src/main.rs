@@ -1,15 +1,18 @@
 //! carte-shim: PID 1 of the target root for a moment. Reads the plan carte-init left in
-//! `/run/carte/plan.json`, forks a detached helper (lazy layers, autostart, "booted"
-//! event), reaps what has exited, cleans the signal state and execs the real init (the
+//! `/run/carte/plan.json`, forks a detached helper (lazy layers fetched with carte-init's
+//! fetch and cache code and mounted read-only, then autostart, then the "booted" event), reaps what has exited, cleans the signal state and execs the real init (the
 //! plan's, else the kernel's usual fallbacks). Any problem is printed and the real init
 //! is exec'd anyway: a missing plan must not keep a machine from booting.
 
 mod decide;
 mod helper;
+mod lazy;
 mod process;
 mod report;
 
-use carte_contract::{Event, Plan, PLAN_FILE_IN_TARGET};
+use carte_contract::{Event, Layer, Plan, PLAN_FILE_IN_TARGET};
+use carte_init::sys::RealSys;
+use std::collections::HashSet;
 use std::ffi::CString;
 use std::io::Write;
 use std::path::Path;
@@ -46,8 +49,19 @@ fn main() {
     if let (Ok(plan), false) = (&plan, d.tasks.is_empty()) {
         let reporter = report::Reporter::new(&plan.events_url, &plan.token);
         let tasks = d.tasks.clone();
+        let keep: HashSet<String> = plan
+            .layers
+            .iter()
+            .map(|l| l.sha256_written.clone())
+            .collect();
         let spawned = process::spawn_detached(move || {
-            helper::run(&tasks, &mut |e: Event| {
+            let mut sys = RealSys;
+            let agent = carte_init::http::agent(carte_init::http::Timeouts::default());
+            let env = lazy::LazyEnv::default();
+            let mut mount = |l: &Layer, report: &mut dyn FnMut(Event)| {
+                lazy::mount(&mut sys, &agent, &env, &keep, l, report).map_err(|e| e.to_string())
+            };
+            helper::run(&tasks, &mut mount, &mut |e: Event| {
                 if let Some(err) = &e.error {
                     say(&format!("{:?}: {err}", e.stage));
                 }
