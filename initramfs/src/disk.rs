@@ -7,7 +7,8 @@
 //! written to. Then the partition is mounted through [`Sys`]. A diskless plan
 //! (`select = none`) gets a tmpfs instead.
 //!
-//! It does not resize or repair an existing carte partition, and never runs fsck.
+//! An existing carte partition is only formatted when it reads as empty (a boot that died
+//! between the GPT and mke2fs); it is never resized or repaired, and fsck never runs.
 
 use crate::gpt::{self, Contents};
 use crate::sys::{Errno, MsFlags, Sys};
@@ -218,10 +219,21 @@ pub fn prepare(
             .iter()
             .find(|(_, label)| label.as_deref() == Some(PART_LABEL));
         let p = match existing {
-            Some((part, _)) => Prepared {
-                device: paths.dev_root.join(part).display().to_string(),
-                initialised: None,
-            },
+            Some((part, _)) => {
+                let dev = paths.dev_root.join(part);
+                let device = dev.display().to_string();
+                // A boot that died between the GPT and mke2fs leaves our partition empty.
+                let initialised = if unformatted(&dev) {
+                    make_fs(sys, paths, &dev)?;
+                    Some("an empty carte partition (formatted now)".to_string())
+                } else {
+                    None
+                };
+                Prepared {
+                    device,
+                    initialised,
+                }
+            }
             None => initialise(sys, paths, disk, rule.may_wipe)?,
         };
         (p, "ext4", MsFlags::MS_NODEV | MsFlags::MS_NOSUID)
@@ -293,32 +305,44 @@ fn initialise(
         sys.sleep(step);
         waited += step;
     }
+    make_fs(sys, paths, &part)?;
+    Ok(Prepared {
+        device: part_text,
+        initialised: Some(before),
+    })
+}
+
+/// True when the first 64 KiB of `dev` read as zeros (no superblock of any kind). A device
+/// that cannot be read is not called unformatted: the mount will say what is wrong.
+fn unformatted(dev: &Path) -> bool {
+    use std::io::Read;
+    let mut head = vec![0u8; 64 << 10];
+    fs::File::open(dev)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .is_ok_and(|()| head.iter().all(|b| *b == 0))
+}
+
+/// Put an ext4 labelled `carte` on `part` with the initramfs's mke2fs.
+fn make_fs(sys: &mut dyn Sys, paths: &DiskPaths, part: &Path) -> Result<(), DiskError> {
+    let part_text = part.display().to_string();
     let args: Vec<String> = ["-q", "-F", "-t", "ext4", "-L", PART_LABEL, &part_text]
         .iter()
         .map(|s| s.to_string())
         .collect();
     let tool = paths.mke2fs.display().to_string();
     match sys.run(&paths.mke2fs, &args) {
-        Ok(0) => {}
-        Ok(code) => {
-            return Err(DiskError::Tool {
-                tool,
-                device: part_text,
-                code,
-            })
-        }
-        Err(errno) => {
-            return Err(DiskError::Spawn {
-                tool,
-                device: part_text,
-                errno,
-            })
-        }
+        Ok(0) => Ok(()),
+        Ok(code) => Err(DiskError::Tool {
+            tool,
+            device: part_text,
+            code,
+        }),
+        Err(errno) => Err(DiskError::Spawn {
+            tool,
+            device: part_text,
+            errno,
+        }),
     }
-    Ok(Prepared {
-        device: part_text,
-        initialised: Some(before),
-    })
 }
 
 #[cfg(test)]
@@ -565,6 +589,39 @@ mod tests {
             )
         );
         assert!(!sys.calls.iter().any(|c| c.starts_with("mount")));
+    }
+
+    #[test]
+    fn an_empty_carte_partition_is_formatted_a_formatted_one_is_not() {
+        let t = tree();
+        fs::create_dir_all(t.path().join("dev")).expect("mkdir");
+        let part = t.path().join("dev/vda2");
+        fs::File::create(&part)
+            .and_then(|f| f.set_len(1 << 20))
+            .expect("part");
+        let rule = DiskRule {
+            select: DiskSelect::First,
+            may_wipe: false,
+        };
+        let mut sys = FakeSys::new();
+        let p = prepare(&mut sys, &paths(t.path()), &rule, Path::new("/c")).expect("format");
+        assert!(p.initialised.is_some());
+        assert_eq!(
+            calls(&sys, t.path())[1],
+            "run /sbin/mke2fs -q -F -t ext4 -L carte T/dev/vda2"
+        );
+        let mut head = vec![0u8; 1 << 20];
+        head[1080] = 0x53;
+        head[1081] = 0xEF;
+        fs::write(&part, &head).expect("superblock");
+        let mut sys = FakeSys::new();
+        let p = prepare(&mut sys, &paths(t.path()), &rule, Path::new("/c")).expect("mount");
+        assert_eq!(p.initialised, None);
+        assert!(
+            !sys.calls.iter().any(|c| c.starts_with("run")),
+            "{:?}",
+            sys.calls
+        );
     }
 
     #[test]
