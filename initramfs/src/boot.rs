@@ -264,6 +264,16 @@ pub fn fill_cache(
 pub fn sync_back(agent: &ureq::Agent, plan: &Plan, env: &Env, report: &mut dyn FnMut(Event)) {
     let state = env.layout.cache_mount.join("sync");
     for item in syncback::items(plan, &env.layout.cache_mount) {
+        if let Ok(why) = std::fs::read_to_string(syncback::pending_marker(&state, &item.key)) {
+            report(Event {
+                message: Some(format!(
+                    "{}: retrying the upload that failed last boot ({})",
+                    item.key,
+                    why.trim()
+                )),
+                ..Event::stage(Stage::SyncBack)
+            });
+        }
         let e = match syncback::sync_one(agent, &plan.token, &item, &state) {
             Ok(syncback::Outcome::Nothing) => continue,
             Ok(syncback::Outcome::Unchanged { .. }) => Event {
