@@ -2,7 +2,10 @@
 # A stand-in for netbootd's plan/blob/event endpoints in the VM smoke test, inetd style:
 # QEMU's slirp `guestfwd=...-cmd:` runs it once per guest connection, with the request on
 # stdin and the response on stdout, so nothing listens on any port. State lives in $SMOKE_DIR:
-# layer.erofs(.zst), and the files `mode` (good | drop-first | corrupt), `disk`, `machine`.
+# layer.erofs(.zst), extra.erofs (a lazy layer), flash.img(.zst) (a disk image), and the
+# files `mode` (good | drop-first | corrupt | lazy | flash | sync), `disk`, `machine`.
+# `sync` asks for the machine layer back: PUT /upload/machine is stored as upload.tar
+# (with its declared sha256 in upload.sha256) and answered 201.
 import sys, os, json, hashlib
 D = os.environ["SMOKE_DIR"]
 def log(m):
@@ -19,7 +22,32 @@ method, path, _ = line.split(" ", 2)
 def send(status, body=b"", extra=""):
     out.write(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n{extra}\r\n".encode() + body); out.flush()
 mode = open(f"{D}/mode").read().strip() if os.path.exists(f"{D}/mode") else "good"
-if method == "POST":
+def blob(name):
+    wire = open(f"{D}/{name}", "rb").read()
+    r = hdr.get("range")
+    start = int(r.split("=")[1].rstrip("-")) if r else 0
+    extra = f"Content-Range: bytes {start}-{len(wire)-1}/{len(wire)}\r\n" if r else ""
+    send("206 Partial Content" if r else "200 OK", wire[start:], extra)
+def read_body():
+    if "content-length" in hdr: return inp.read(int(hdr["content-length"]))
+    body = b""
+    while True:
+        n = int(inp.readline().strip(), 16)
+        body += inp.read(n); inp.readline()
+        if n == 0: return body
+def layer(name, fmt, enc, raw, wire, url, **more):
+    return dict({"name": name, "version": 1, "kind": "system", "format": fmt, "encoding": enc,
+                 "size": len(wire), "uncompressed_size": len(raw),
+                 "sha256": hashlib.sha256(wire).hexdigest(), "sha256_written": hashlib.sha256(raw).hexdigest(),
+                 "url": url}, **more)
+if method == "PUT" and path == "/upload/machine":
+    if hdr.get("authorization") != "Bearer tok": send("403 Forbidden"); sys.exit()
+    body = read_body()
+    open(f"{D}/upload.tar", "wb").write(body)
+    open(f"{D}/upload.sha256", "w").write(hdr.get("x-carte-sha256", ""))
+    log(f"upload {len(body)} bytes")
+    send("201 Created", b"{}")
+elif method == "POST":
     body = inp.read(int(hdr.get("content-length", "0")))
     with open(f"{D}/events.log", "a") as f: f.write(body.decode() + "\n")
     send("204 No Content")
@@ -35,7 +63,22 @@ elif path.endswith("/plan"):
             "machine_layer": open(f"{D}/machine").read().strip() if os.path.exists(f"{D}/machine") else "ephemeral", "init": "/sbin/init", "token": "tok",
             "events_url": "http://192.0.2.100:8080/api/v1/machines/52:54:00:12:34:56/events"}
     if mode == "corrupt": plan["layers"][0]["sha256"] = "0" * 64
+    if mode == "lazy":
+        x = open(f"{D}/extra.erofs", "rb").read()
+        plan["layers"].append(layer("extra", "erofs", "none", x, x, "http://192.0.2.100:8080/blobs/extra",
+                                    kind="project", mount_point="/srv/extra", lazy=True,
+                                    autostart="cat /srv/extra/hello"))
+    if mode == "flash":
+        raw = open(f"{D}/flash.img", "rb").read(); wire = open(f"{D}/flash.img.zst", "rb").read()
+        plan["mode"] = "disk"
+        plan["layers"] = [layer("img", "raw", "zstd", raw, wire, "http://192.0.2.100:8080/blobs/flash")]
+    if mode == "sync":
+        plan["sync_back"] = [{"target": "machine", "upload_url": "http://192.0.2.100:8080/upload/machine"}]
     send("200 OK", json.dumps(plan).encode(), "Content-Type: application/json\r\n")
+elif path == "/blobs/extra":
+    blob("extra.erofs")
+elif path == "/blobs/flash":
+    blob("flash.img.zst")
 elif path == "/blobs/layer":
     wire = open(f"{D}/layer.erofs.zst", "rb").read()
     r = hdr.get("range")
