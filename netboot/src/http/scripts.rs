@@ -120,6 +120,7 @@ fn normalise_uuid(s: &str) -> Option<String> {
 fn answer_name(answer: &Answer) -> &'static str {
     match answer {
         Answer::Boot(_) => "boot",
+        Answer::Compose(_) => "compose",
         Answer::Local => "local",
         Answer::Wait => "wait",
         Answer::Ignore => "ignore",

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 
+use super::catalog::{ImageCatalog, NoCatalog};
 use super::load::is_policy_file_name;
 use super::{PolicyError, PolicyErrors, PolicyHandle};
 
@@ -24,10 +25,20 @@ const DEBOUNCE: Duration = Duration::from_millis(200);
 /// How often the watcher thread checks whether anyone still holds the handle.
 const LIVENESS: Duration = Duration::from_secs(1);
 
-/// Loads `dir` once (failing if it is invalid), then keeps the returned handle up to date
-/// as files change; an invalid edit is logged with file and line and ignored.
+/// [`watch_with`] without an image store: setups that name images do not validate.
 pub fn watch(dir: &Path) -> Result<PolicyHandle, PolicyErrors> {
-    let policy = super::load_dir(dir)?;
+    watch_with(dir, Arc::new(NoCatalog))
+}
+
+/// Loads `dir` once (failing if it is invalid), then keeps the returned handle up to date
+/// as files change; an invalid edit is logged with file and line and ignored. Image
+/// references are checked against `catalog` at every load. A change in the catalog alone
+/// (a version pushed) does not cause a reload.
+pub fn watch_with(
+    dir: &Path,
+    catalog: Arc<dyn ImageCatalog>,
+) -> Result<PolicyHandle, PolicyErrors> {
+    let policy = super::load_dir_with(dir, catalog.as_ref())?;
     let handle = PolicyHandle::new(policy);
     let (tx, rx) = mpsc::channel();
     let watch_dir = dir.to_path_buf();
@@ -66,7 +77,7 @@ pub fn watch(dir: &Path) -> Result<PolicyHandle, PolicyErrors> {
                 }
                 while rx.recv_timeout(DEBOUNCE).is_ok() {}
                 let Some(inner) = weak.upgrade() else { return };
-                reload(&thread_dir, &PolicyHandle { inner });
+                reload(&thread_dir, catalog.as_ref(), &PolicyHandle { inner });
             }
         });
     if let Err(e) = spawned {
@@ -77,8 +88,8 @@ pub fn watch(dir: &Path) -> Result<PolicyHandle, PolicyErrors> {
 }
 
 /// Loads the folder and swaps the policy in only if it validates.
-fn reload(dir: &Path, handle: &PolicyHandle) {
-    match super::load_dir(dir) {
+fn reload(dir: &Path, catalog: &dyn ImageCatalog, handle: &PolicyHandle) {
+    match super::load_dir_with(dir, catalog) {
         Ok(policy) => {
             tracing::info!(
                 dir = %dir.display(),
