@@ -121,7 +121,10 @@ pub struct Config {
     /// The address clients reach netbootd at (next-server, URLs, server identifier).
     pub server_addr: Option<Ipv4Addr>,
     pub http_port: u16,
+    /// Also holds the image store (`carte.db`, `blobs/`).
     pub data_dir: PathBuf,
+    /// The carte initramfs image setups boot with, a path under `data_dir`.
+    pub initramfs: String,
     pub policy_dir: PathBuf,
     /// Where the iPXE first stages are (Debian's `ipxe` package puts them here).
     pub ipxe_dir: PathBuf,
@@ -137,6 +140,7 @@ impl Default for Config {
             server_addr: None,
             http_port: 8080,
             data_dir: PathBuf::from("/var/lib/carte"),
+            initramfs: "carte/initramfs.cpio.zst".into(),
             policy_dir: PathBuf::from("/etc/carte/policy"),
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             dhcp: DhcpConfig::default(),
@@ -191,6 +195,14 @@ impl Config {
         if self.dhcp.prefix_len > 32 {
             return Err(ConfigError::Invalid(
                 "dhcp.prefix_len must be 0..=32".into(),
+            ));
+        }
+        if self.initramfs.is_empty()
+            || self.initramfs.starts_with('/')
+            || self.initramfs.split('/').any(|c| c == "..")
+        {
+            return Err(ConfigError::Invalid(
+                "initramfs must be a path under data_dir (relative, without ..)".into(),
             ));
         }
         if !(512..=65464).contains(&self.tftp.max_blksize) && self.tftp.max_blksize != 0 {

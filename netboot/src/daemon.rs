@@ -1,4 +1,5 @@
 //! Starts every service of `netbootd serve` from one [`Config`] and stops them together.
+//! The image store in the data folder is opened first; the HTTP service mounts its API.
 
 use std::net::SocketAddr;
 
@@ -6,7 +7,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::DhcpService;
-use crate::http::HttpService;
+use std::sync::Arc;
+
+use crate::http::{HttpService, ImageRoutes};
+use crate::images::{self, PolicyReferences, StoreCatalog};
 use crate::policy::{self, PolicyHandle};
 use crate::tftp::TftpService;
 
@@ -25,6 +29,8 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Images(#[from] images::ImagesError),
+    #[error(transparent)]
     Dhcp(#[from] crate::dhcp::DhcpError),
     #[error(transparent)]
     Tftp(#[from] crate::tftp::TftpError),
@@ -40,11 +46,18 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         path: config.data_dir.clone(),
         source,
     })?;
+    // The store's deletion guard reads the policy, and the policy is validated against
+    // the store: open the store first, point the guard at the policy once it is loaded.
+    let refs = PolicyReferences::default();
+    let store = images::open_store(&config.data_dir, refs.clone())?;
     let policy: PolicyHandle =
-        policy::watch(&config.policy_dir).map_err(|errors| DaemonError::Policy {
-            dir: config.policy_dir.clone(),
-            errors,
-        })?;
+        policy::watch_with(&config.policy_dir, Arc::new(StoreCatalog(store.clone()))).map_err(
+            |errors| DaemonError::Policy {
+                dir: config.policy_dir.clone(),
+                errors,
+            },
+        )?;
+    refs.set(policy.clone());
 
     let server_ip = config.server_ip();
     let http = HttpService {
@@ -53,6 +66,10 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         policy: policy.clone(),
         data_dir: config.data_dir.clone(),
         ipxe_dir: config.ipxe_dir.clone(),
+        images: Some(ImageRoutes {
+            store,
+            initramfs: config.initramfs.clone(),
+        }),
     };
     let mut roots = vec![config.ipxe_dir.clone()];
     roots.extend(config.tftp.extra_dir.clone());

@@ -35,7 +35,12 @@ enum Command {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate a policy folder; print each problem with file and line; exit 1 if any.
-    Check { dir: PathBuf },
+    Check {
+        dir: PathBuf,
+        /// Data folder whose image store the setups' images are checked against.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Every key of the config file, as a flag; a flag wins over the file.
@@ -70,6 +75,9 @@ struct ServeArgs {
     tftp_dir: Option<PathBuf>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The carte initramfs for image setups, a path under the data folder.
+    #[arg(long)]
+    initramfs: Option<String>,
     #[arg(long)]
     policy_dir: Option<PathBuf>,
     #[arg(long)]
@@ -118,6 +126,9 @@ impl ServeArgs {
         if let Some(v) = self.data_dir {
             cfg.data_dir = v;
         }
+        if let Some(v) = self.initramfs {
+            cfg.initramfs = v;
+        }
         if let Some(v) = self.policy_dir {
             cfg.policy_dir = v;
         }
@@ -140,8 +151,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Policy {
-            command: PolicyCommand::Check { dir },
-        } => policy_check(&dir),
+            command: PolicyCommand::Check { dir, data_dir },
+        } => policy_check(&dir, data_dir.as_deref()),
     };
     match result {
         Ok(code) => code,
@@ -152,8 +163,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn policy_check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match netboot::policy::load_dir(dir) {
+fn policy_check(
+    dir: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let catalog: Box<dyn netboot::policy::ImageCatalog> = match data_dir
+        .map(netboot::images::metadata_catalog)
+        .transpose()?
+    {
+        Some(Some(c)) => Box::new(c),
+        Some(None) => Box::new(netboot::policy::MemoryCatalog::default()),
+        None => Box::new(netboot::policy::NoCatalog),
+    };
+    match netboot::policy::load_dir_with(dir, catalog.as_ref()) {
         Ok(policy) => {
             println!(
                 "{}: ok ({} setups, {} groups, {} machines)",

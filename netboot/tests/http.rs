@@ -62,6 +62,7 @@ async fn start(answer: Answer) -> Server {
         select: select.clone(),
         data_dir: data.clone(),
         ipxe_dir: ipxe.clone(),
+        images: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -580,6 +581,7 @@ async fn service_binds_serves_and_reports_a_taken_port() {
         policy: PolicyHandle::default(),
         data_dir: "/nonexistent".into(),
         ipxe_dir: "/nonexistent".into(),
+        images: None,
     };
     let err = service
         .run(CancellationToken::new())

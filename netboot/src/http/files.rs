@@ -6,6 +6,7 @@
 //! inode, and Last-Modified; `If-None-Match` / `If-Modified-Since` answer 304, a single
 //! `Range` answers 206 (416 when unsatisfiable), `If-Range` is honoured. Directories are
 //! not listed (404). Path checks live in `safe_path`, range parsing in `range`.
+//! `send_file_with_etag` is the same answer for a file found another way (boot blobs).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -129,7 +130,7 @@ async fn serve(
         path: rel.to_string(),
         source,
     };
-    let mut file = match tokio::fs::File::open(&path).await {
+    let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(RequestError::NotFound(rel.to_string()))
@@ -140,7 +141,41 @@ async fn serve(
     if !meta.is_file() {
         return Err(RequestError::NotFound(rel.to_string()));
     }
-    let info = FileInfo::of(&meta);
+    send_file(file, FileInfo::of(&meta), method, headers, rel).await
+}
+
+/// Answers a request for an open regular file: validators, 304, Range, HEAD, and the
+/// body streamed with an explicit Content-Length. `etag`, when given, replaces the
+/// size-mtime-inode ETag (content-addressed blobs use their quoted sha256).
+pub(super) async fn send_file_with_etag(
+    file: tokio::fs::File,
+    etag: Option<String>,
+    method: &Method,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<Response, RequestError> {
+    let meta = file.metadata().await.map_err(|source| RequestError::Io {
+        path: what.to_string(),
+        source,
+    })?;
+    let mut info = FileInfo::of(&meta);
+    if let Some(etag) = etag {
+        info.etag = etag;
+    }
+    send_file(file, info, method, headers, what).await
+}
+
+async fn send_file(
+    mut file: tokio::fs::File,
+    info: FileInfo,
+    method: &Method,
+    headers: &HeaderMap,
+    rel: &str,
+) -> Result<Response, RequestError> {
+    let io = |source: std::io::Error| RequestError::Io {
+        path: rel.to_string(),
+        source,
+    };
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
     let mut out = HeaderMap::new();

@@ -4,8 +4,11 @@
 //! socket; [`HttpService::run`] binds and serves them until shutdown. **Files are
 //! streamed, never buffered whole, never chunked.** This module does not choose setups
 //! (that is [`crate::policy`], behind the [`Select`] seam) and does not write iPXE syntax
-//! (that is [`crate::ipxe`]). It has no upload or machine API yet.
+//! (that is [`crate::ipxe`]). With an image store ([`ImageRoutes`]) it also serves kernel
+//! artefacts at `/boot/blobs/sha256/{digest}` and mounts imaged's API at `/api/v1`. It
+//! has no machine API (plan, events) yet.
 
+mod boot_blobs;
 mod error;
 mod files;
 mod range;
@@ -26,7 +29,7 @@ pub use error::HttpError;
 pub use range::{parse_range, RangeSpec};
 pub use safe_path::{resolve, PathRefused};
 pub use scripts::{arch_from_ipxe, facts_from_query, ScriptQuery};
-pub use state::{router, AppState, Select};
+pub use state::{router, AppState, ImageRoutes, Select};
 
 #[derive(Clone, Debug)]
 pub struct HttpService {
@@ -38,6 +41,8 @@ pub struct HttpService {
     pub data_dir: PathBuf,
     /// iPXE binaries, served at `/ipxe-bin/` for UEFI HTTP-boot clients.
     pub ipxe_dir: PathBuf,
+    /// The image store, when netbootd has one.
+    pub images: Option<ImageRoutes>,
 }
 
 impl HttpService {
@@ -48,6 +53,7 @@ impl HttpService {
             select: Arc::new(self.policy.clone()),
             data_dir: self.data_dir.clone(),
             ipxe_dir: self.ipxe_dir.clone(),
+            images: self.images.clone(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! The script routes: `GET /boot.ipxe` (the entry script) and `GET /ipxe/{mac}` (the
 //! per-machine script). They turn the request into [`MachineFacts`], ask the [`Select`]
 //! seam, log the decision and hand it to [`crate::ipxe`]. They never write iPXE syntax
-//! themselves and never choose a setup.
+//! themselves and never choose a setup. For an image setup they first resolve its kernel
+//! version in the store and check that the carte initramfs is there.
 //!
 //! [`Select`]: super::Select
 
@@ -69,13 +70,57 @@ pub async fn machine(
         mac,
         arch: facts.arch,
     };
-    match ipxe::render(&decision, &ctx) {
+    let rendered = match &decision.answer {
+        Answer::Compose(spec) => match resolve(&state, &decision.setup, spec).await {
+            Ok((kernel, initramfs)) => {
+                ipxe::render_compose(&decision, spec, &kernel, &initramfs, &ctx)
+                    .map_err(RequestError::Render)
+            }
+            Err(e) => Err(e),
+        },
+        _ => ipxe::render(&decision, &ctx).map_err(RequestError::Render),
+    };
+    match rendered {
         Ok(script) => script_response(script),
         Err(e) => {
             tracing::error!("{e}");
-            RequestError::Render(e).into_response()
+            e.into_response()
         }
     }
+}
+
+/// What an image setup needs at request time: its kernel version (`@latest` resolved
+/// now) and the carte initramfs, which must exist. Any failure is the setup's 500.
+async fn resolve(
+    state: &AppState,
+    setup: &str,
+    spec: &crate::policy::ComposeSpec,
+) -> Result<(ipxe::ResolvedKernel, String), RequestError> {
+    let fail = |why: String| RequestError::ImageSetup {
+        setup: setup.to_string(),
+        why,
+    };
+    let Some(images) = &state.images else {
+        return Err(fail("netbootd runs without an image store".into()));
+    };
+    let initramfs = state.data_dir.join(&images.initramfs);
+    if !tokio::fs::metadata(&initramfs)
+        .await
+        .is_ok_and(|m| m.is_file())
+    {
+        return Err(fail(format!(
+            "the carte initramfs {} is missing (build it with scripts/build-initramfs)",
+            initramfs.display()
+        )));
+    }
+    let store = images.store.clone();
+    let kernel = spec.kernel.clone();
+    let resolved =
+        tokio::task::spawn_blocking(move || crate::images::resolve_kernel(&store, &kernel))
+            .await
+            .map_err(|e| fail(format!("store task failed: {e}")))?
+            .map_err(|e| fail(e.to_string()))?;
+    Ok((resolved, images.initramfs.clone()))
 }
 
 /// The facts of a script request: the MAC from the path, the arch from iPXE's platform
