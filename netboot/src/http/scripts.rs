@@ -108,9 +108,11 @@ async fn resolve(
         .await
         .is_ok_and(|m| m.is_file())
     {
+        // The relative name only: request errors never show where the data folder is.
         return Err(fail(format!(
-            "the carte initramfs {} is missing (build it with scripts/build-initramfs)",
-            initramfs.display()
+            "the carte initramfs {} is missing from the data folder (build it with \
+             scripts/build-initramfs)",
+            images.initramfs
         )));
     }
     let store = images.store.clone();
