@@ -205,6 +205,8 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     assert_eq!(r.status, 500, "{}", r.text());
     assert!(r.text().contains("carte initramfs"), "{}", r.text());
     assert!(r.text().contains("scripts/build-initramfs"), "{}", r.text());
+    let data_path = data.to_str().expect("utf-8");
+    assert!(!r.text().contains(data_path), "{}", r.text());
 
     let initramfs = b"carte initramfs".as_slice();
     write(&data.join("carte/initramfs.cpio.zst"), initramfs);
