@@ -93,8 +93,8 @@ impl ImageCatalog for StoreCatalog {
 }
 
 /// Policy validation's view of a data folder's metadata alone, for `netbootd policy
-/// check`: unlike opening the [`Store`], it does not clean a running daemon's upload
-/// leftovers. `None` when the folder has no `carte.db`.
+/// check`: unlike opening the [`Store`], it changes nothing in the data folder (no upload
+/// clean-up, no folders created). `None` when the folder has no `carte.db`.
 pub fn metadata_catalog(data_dir: &Path) -> Result<Option<MetaCatalog>, ImagesError> {
     let db = data_dir.join("carte.db");
     if !db.is_file() {
