@@ -1,0 +1,34 @@
+//! The URL paths and file locations both sides agree on. Pure string building, no IO.
+
+/// Where carte-init leaves the plan for carte-shim, as seen from inside the target root
+/// (the initramfs writes it under its own `/run`, which is moved into the new root).
+pub const PLAN_FILE_IN_TARGET: &str = "/run/carte/plan.json";
+
+/// The path (below `carte.server`) where a machine GETs its plan. The per-boot token goes in
+/// an `Authorization: Bearer` header, never in the path.
+pub fn plan_path(mac: &str) -> String {
+    format!("/api/v1/machines/{mac}/plan")
+}
+
+/// The path (below `carte.server`) where a machine POSTs its [`crate::Event`]s, with the
+/// plan's token as `Authorization: Bearer`.
+pub fn events_path(mac: &str) -> String {
+    format!("/api/v1/machines/{mac}/events")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_embed_the_mac() {
+        assert_eq!(
+            plan_path("52:54:00:00:00:01"),
+            "/api/v1/machines/52:54:00:00:00:01/plan"
+        );
+        assert_eq!(
+            events_path("52:54:00:00:00:01"),
+            "/api/v1/machines/52:54:00:00:00:01/events"
+        );
+    }
+}

@@ -1,0 +1,478 @@
+//! The boot sequence, step by step: early mounts → command line → modules → network →
+//! plan → disk → cache → fetch → (sync-back) → compose → switch root. Each step's failure
+//! is a [`BootError`] variant naming the step; progress and failures go to the console
+//! (through `say`) and, once the server is known, as events.
+//!
+//! It never panics and never loops forever by itself except while waiting for the plan
+//! server; `main` decides what happens after an error (retry or reboot).
+
+use crate::cache::{self, Cache};
+use crate::cmdline::{self, BootArgs};
+use crate::compose::{self, Layout};
+use crate::disk;
+use crate::error::BootError;
+use crate::events::Reporter;
+use crate::fetch::{self, Source};
+use crate::http::{self, Timeouts};
+use crate::modules::{self, ModuleIndex};
+use crate::net;
+use crate::plan;
+use crate::sys::{Errno, MsFlags, Sys};
+use carte_contract::{Event, Mode, Plan, Stage};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Where the boot looks for things; tests point these into a temporary folder.
+#[derive(Debug, Clone)]
+pub struct Env {
+    /// `/proc` (for `cmdline`).
+    pub proc_root: PathBuf,
+    /// `/sys`.
+    pub sys_root: PathBuf,
+    /// `/lib/modules`.
+    pub modules_root: PathBuf,
+    /// Composition layout.
+    pub layout: Layout,
+    /// Pause between plan attempts (doubles up to 30 s).
+    pub plan_backoff: Duration,
+    /// How many times one layer download is attempted.
+    pub fetch_attempts: u32,
+    /// What the kernel passed to /init beyond its own parameters; handed on to the real
+    /// init through carte-shim.
+    pub init_args: Vec<String>,
+}
+
+impl Default for Env {
+    fn default() -> Env {
+        Env {
+            proc_root: PathBuf::from("/proc"),
+            sys_root: PathBuf::from("/sys"),
+            modules_root: PathBuf::from("/lib/modules"),
+            layout: Layout::default(),
+            plan_backoff: Duration::from_secs(1),
+            fetch_attempts: 3,
+            init_args: Vec::new(),
+        }
+    }
+}
+
+/// The filesystems mounted first: (fstype, target, flags, data).
+pub const EARLY_MOUNTS: [(&str, &str, MsFlags, &str); 4] = [
+    (
+        "proc",
+        "/proc",
+        MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        "",
+    ),
+    (
+        "sysfs",
+        "/sys",
+        MsFlags::MS_NOSUID
+            .union(MsFlags::MS_NODEV)
+            .union(MsFlags::MS_NOEXEC),
+        "",
+    ),
+    ("devtmpfs", "/dev", MsFlags::MS_NOSUID, "mode=0755"),
+    (
+        "tmpfs",
+        "/run",
+        MsFlags::MS_NOSUID.union(MsFlags::MS_NODEV),
+        "mode=0755",
+    ),
+];
+
+/// Step 1: mount /proc /sys /dev /run (already mounted is fine: the boot may be a retry)
+/// and make sure the console is open.
+pub fn early_mounts(sys: &mut dyn Sys) -> Result<(), BootError> {
+    for (fstype, target, flags, data) in EARLY_MOUNTS {
+        let t = Path::new(target);
+        let err = |errno| BootError::EarlyMount {
+            fstype,
+            target: t.to_path_buf(),
+            errno,
+        };
+        sys.mkdir_all(t).map_err(err)?;
+        match sys.mount(fstype, t, fstype, flags, data) {
+            Ok(()) | Err(Errno::EBUSY) => {}
+            Err(e) => return Err(err(e)),
+        }
+    }
+    // Without a console we would be mute, not broken: carry on either way.
+    let _ = sys.open_console(Path::new("/dev/console"));
+    Ok(())
+}
+
+/// Step 1b: read and parse the command line.
+pub fn read_cmdline(env: &Env) -> Result<BootArgs, BootError> {
+    let path = env.proc_root.join("cmdline");
+    let text = std::fs::read_to_string(&path).map_err(|source| BootError::ReadCmdline {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(cmdline::parse(&text)?)
+}
+
+/// Step 2: load the modules the hardware needs. A kernel without a modules folder (all
+/// built in) is fine.
+pub fn load_modules(
+    sys: &mut dyn Sys,
+    env: &Env,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), BootError> {
+    let release = sys.kernel_release().map_err(BootError::KernelRelease)?;
+    let dir = env.modules_root.join(&release);
+    if !dir.join("modules.dep").exists() {
+        say(&format!(
+            "modules: no {}/modules.dep: assuming drivers are built in",
+            dir.display()
+        ));
+        return Ok(());
+    }
+    let index = ModuleIndex::load(&dir)?;
+    let mut report = modules::probe(sys, &index, &dir, &env.sys_root, 10);
+    let wanted: Vec<String> = modules::COMPOSE_MODULES
+        .iter()
+        .map(|m| m.to_string())
+        .collect();
+    let mut attempted: HashSet<String> = report.loaded.iter().cloned().collect();
+    let order = index.load_order(&wanted);
+    let more = modules::load(sys, &index, &dir, &order, &mut attempted);
+    report.loaded.extend(more.loaded);
+    report.failed.extend(more.failed);
+    report.missing.extend(more.missing);
+    say(&format!("modules: loaded {}", report.loaded.join(" ")));
+    if !report.missing.is_empty() {
+        say(&format!(
+            "modules: not in the modules initrd: {}",
+            report.missing.join(" ")
+        ));
+    }
+    for (name, why) in &report.failed {
+        say(&format!("modules: {name} failed: {why}"));
+    }
+    Ok(())
+}
+
+/// Step 4: fetch the plan, retrying with backoff while the server cannot give it.
+pub fn wait_for_plan(
+    sys: &mut dyn Sys,
+    agent: &ureq::Agent,
+    args: &BootArgs,
+    env: &Env,
+    say: &mut dyn FnMut(&str),
+) -> (Plan, Vec<u8>) {
+    let mut backoff = env.plan_backoff;
+    loop {
+        match plan::fetch(agent, args) {
+            Ok(p) => return p,
+            Err(e) => {
+                say(&format!(
+                    "step 4 (plan): {e}; retrying in {}s",
+                    backoff.as_secs()
+                ));
+                sys.sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Steps 6 and 7: open the cache, make room, download what is missing. Returns the
+/// cached file of every boot layer by `sha256_written`.
+pub fn fill_cache(
+    sys: &mut dyn Sys,
+    agent: &ureq::Agent,
+    plan: &Plan,
+    env: &Env,
+    report: &mut dyn FnMut(Event),
+) -> Result<HashMap<String, PathBuf>, BootError> {
+    let dir = env.layout.cache_mount.join("cache");
+    let (mut cache, repairs) = Cache::open(&dir)?;
+    if repairs != cache::Repairs::default() {
+        report(Event {
+            message: Some(format!(
+                "cache repaired: {} entries dropped, {} unverified files removed{}",
+                repairs.dropped.len(),
+                repairs.removed.len(),
+                if repairs.index_reset {
+                    ", index reset"
+                } else {
+                    ""
+                }
+            )),
+            ..Event::stage(Stage::Cache)
+        });
+    }
+    let keep: HashSet<String> = plan
+        .layers
+        .iter()
+        .map(|l| l.sha256_written.clone())
+        .collect();
+    let missing: Vec<_> = compose::boot_layers(plan)
+        .filter(|l| !cache.contains(&l.sha256_written))
+        .collect();
+    // Each missing layer needs its decoded size in the cache dir (the temp file).
+    let need: u64 = missing.iter().map(|l| l.uncompressed_size).sum();
+    let free = cache::free_bytes(&dir)?;
+    let evict = cache.plan_eviction(need, free, &keep)?;
+    if !evict.is_empty() {
+        report(Event {
+            message: Some(format!("evicting {} layers to make room", evict.len())),
+            ..Event::stage(Stage::Cache)
+        });
+        cache.evict(&evict)?;
+    }
+    for l in missing {
+        let src = Source::from(l);
+        let label = format!("{}@{}", l.name, l.version);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let temp = cache.temp_path(&l.sha256_written)?;
+            let mut progress = |p: &fetch::Progress| {
+                report(Event::progress(
+                    Stage::Fetch,
+                    p.done,
+                    p.total,
+                    format!("{label}: {p}"),
+                ))
+            };
+            match fetch::fetch(agent, &src, &temp, fetch::Options::default(), &mut progress) {
+                Ok(v) => {
+                    cache.commit(v, &l.name, l.version, l.kind)?;
+                    break;
+                }
+                Err(e) if attempt < env.fetch_attempts => {
+                    report(Event::failed(
+                        Stage::Fetch,
+                        format!("{label}: {e}; fetching again"),
+                    ));
+                    sys.sleep(Duration::from_secs(2 * u64::from(attempt)));
+                }
+                Err(source) => {
+                    return Err(BootError::Fetch {
+                        layer: label,
+                        source,
+                    })
+                }
+            }
+        }
+    }
+    let mut files = HashMap::new();
+    for l in compose::boot_layers(plan) {
+        if let Some(p) = cache.get(&l.sha256_written) {
+            files.insert(l.sha256_written.clone(), p);
+        }
+    }
+    cache.save()?;
+    Ok(files)
+}
+
+/// Print an event on the console and post it (best effort).
+fn post(reporter: &Reporter, e: Event, say: &mut dyn FnMut(&str)) {
+    let line = match (&e.error, &e.message) {
+        (Some(err), _) => format!("{:?}: error: {err}", e.stage),
+        (None, Some(m)) => format!("{:?}: {m}", e.stage),
+        (None, None) => format!("{:?}", e.stage),
+    };
+    say(&line);
+    if let Err(why) = reporter.post(&e) {
+        say(&format!("events: {why}"));
+    }
+}
+
+/// The whole sequence. With the real `Sys` it only returns on failure, which it has
+/// already posted as an event when the server was known.
+pub fn run(sys: &mut dyn Sys, env: &Env, say: &mut dyn FnMut(&str)) -> Result<(), BootError> {
+    early_mounts(sys)?;
+    let args = read_cmdline(env)?;
+    say(&format!("server {} machine {}", args.server, args.mac));
+    let agent = http::agent(Timeouts::default());
+    // Until the plan names its own events URL, report with what the command line gave.
+    let mut events = Reporter::new(
+        agent.clone(),
+        format!(
+            "{}{}",
+            args.server,
+            carte_contract::events_path(&args.mac.to_string())
+        ),
+        args.token.clone(),
+    );
+    let r = after_cmdline(sys, env, &args, &agent, &mut events, say);
+    if let Err(e) = &r {
+        post(&events, Event::failed(e.stage(), e.to_string()), say);
+    }
+    r
+}
+
+fn after_cmdline(
+    sys: &mut dyn Sys,
+    env: &Env,
+    args: &BootArgs,
+    agent: &ureq::Agent,
+    events: &mut Reporter,
+    say: &mut dyn FnMut(&str),
+) -> Result<(), BootError> {
+    load_modules(sys, env, say)?;
+    let nic = net::bring_up(sys, &env.sys_root, args.mac, &args.ip)?;
+    say(&format!("network: boot NIC {nic} is up"));
+
+    let (plan, raw) = wait_for_plan(sys, agent, args, env, say);
+    *events = Reporter::new(agent.clone(), plan.events_url.clone(), plan.token.clone());
+    let events = &*events;
+    post(events, Event::stage(Stage::Plan), say);
+
+    if plan.mode == Mode::Disk {
+        let layer = plan
+            .layers
+            .first()
+            .map(|l| format!("{}@{}", l.name, l.version))
+            .unwrap_or_default();
+        return Err(BootError::FlashNotImplemented { layer });
+    }
+    let device = disk::prepare(sys, &env.sys_root, &plan.disk, &env.layout.cache_mount)?;
+    post(
+        events,
+        Event {
+            message: Some(format!("carte filesystem {device}")),
+            ..Event::stage(Stage::Disk)
+        },
+        say,
+    );
+    let files = {
+        let mut report = |e: Event| post(events, e, say);
+        fill_cache(sys, agent, &plan, env, &mut report)?
+    };
+    if !plan.sync_back.is_empty() {
+        post(
+            events,
+            Event {
+                message: Some(
+                    "sync-back is not implemented yet: local data is kept, nothing uploaded".into(),
+                ),
+                ..Event::stage(Stage::SyncBack)
+            },
+            say,
+        );
+    }
+    post(events, Event::stage(Stage::Compose), say);
+    let composed = compose::compose(sys, &plan, &files, &env.layout).map_err(BootError::Compose)?;
+    post(events, Event::stage(Stage::SwitchRoot), say);
+    sys.sync();
+    compose::switch_root(sys, composed, &env.layout, &raw, &env.init_args)
+        .map_err(BootError::SwitchRoot)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::FakeSys;
+
+    #[test]
+    fn early_mounts_sequence_and_retry_tolerance() {
+        let mut sys = FakeSys::new();
+        early_mounts(&mut sys).expect("mounts");
+        assert_eq!(
+            sys.calls,
+            [
+                "mkdir /proc",
+                "mount proc /proc proc nosuid,nodev,noexec -",
+                "mkdir /sys",
+                "mount sysfs /sys sysfs nosuid,nodev,noexec -",
+                "mkdir /dev",
+                "mount devtmpfs /dev devtmpfs nosuid mode=0755",
+                "mkdir /run",
+                "mount tmpfs /run tmpfs nosuid,nodev mode=0755",
+                "open_console /dev/console",
+            ]
+        );
+        // On a retry everything is already mounted: EBUSY is fine.
+        let mut sys = FakeSys::new();
+        sys.fail_prefix = Some("mount ".into());
+        sys.fail_errno = Some(Errno::EBUSY);
+        early_mounts(&mut sys).expect("retry");
+        // Any other failure names the filesystem and folder.
+        let mut sys = FakeSys::new();
+        sys.fail_prefix = Some("mount devtmpfs".into());
+        sys.fail_errno = Some(Errno::ENODEV);
+        let e = early_mounts(&mut sys).expect_err("no devtmpfs");
+        assert_eq!(
+            e.to_string(),
+            "step 1 (early mounts): mount devtmpfs on /dev: ENODEV: No such device"
+        );
+    }
+
+    fn env(root: &Path) -> Env {
+        Env {
+            proc_root: root.join("proc"),
+            sys_root: root.join("sys"),
+            modules_root: root.join("lib/modules"),
+            ..Env::default()
+        }
+    }
+
+    #[test]
+    fn a_bad_command_line_stops_at_step_1() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let e = read_cmdline(&env(t.path())).expect_err("no file");
+        assert!(
+            e.to_string().starts_with("step 1 (command line): read "),
+            "{e}"
+        );
+        std::fs::create_dir_all(t.path().join("proc")).expect("mkdir");
+        std::fs::write(t.path().join("proc/cmdline"), "console=ttyS0 quiet\n").expect("w");
+        let e = read_cmdline(&env(t.path())).expect_err("no server");
+        assert_eq!(
+            e.to_string(),
+            "step 1 (command line): kernel command line has no carte.server"
+        );
+    }
+
+    #[test]
+    fn run_stops_at_the_network_step_with_a_clear_message() {
+        let t = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(t.path().join("proc")).expect("mkdir");
+        std::fs::write(
+            t.path().join("proc/cmdline"),
+            "carte.server=http://127.0.0.1:9 carte.token=t BOOTIF=01-52-54-00-00-00-01\n",
+        )
+        .expect("w");
+        let nic = t.path().join("sys/class/net/eth0");
+        std::fs::create_dir_all(&nic).expect("mkdir");
+        std::fs::write(nic.join("address"), "52:54:00:00:00:01\n").expect("w");
+        std::fs::write(nic.join("operstate"), "down\n").expect("w");
+        let mut sys = FakeSys::new();
+        let mut lines = Vec::new();
+        let e = run(&mut sys, &env(t.path()), &mut |l| lines.push(l.to_string()))
+            .expect_err("network not implemented");
+        assert_eq!(e.stage(), Stage::Network);
+        assert!(
+            e.to_string()
+                .starts_with("step 3 (network): network: eth0 is down; bringing it up"),
+            "{e}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains("assuming drivers are built in")),
+            "{lines:?}"
+        );
+        // The failure was printed as an event, and posting it failed visibly (no server).
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("Network: error: step 3")),
+            "{lines:?}"
+        );
+        assert!(
+            lines.iter().any(|l| l.starts_with(
+                "events: post event to http://127.0.0.1:9/api/v1/machines/52:54:00:00:00:01/events"
+            )),
+            "{lines:?}"
+        );
+    }
+}

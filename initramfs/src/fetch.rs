@@ -1,0 +1,516 @@
+//! The layer download pipeline: HTTP GET → (zstd decode) → sha256 → write to a temp file in
+//! the cache, with a network+decode thread and a hash+write thread overlapping through a
+//! small bounded channel (nothing is held whole in memory). A dropped connection is resumed
+//! with `Range` from the last byte received, feeding the same decoder and hashers. At the
+//! end the sizes and both hashes are checked and the file fsynced; only then does the
+//! caller get a [`Verified`] for [`crate::cache::Cache::commit`]. On any failure the temp
+//! file is removed: a mismatch or truncation never becomes a cached layer.
+//!
+//! It does not retry a failed download as a whole (the caller does, with backoff), and
+//! does not touch the index.
+
+use crate::cache::Verified;
+use carte_contract::{Encoding, Layer};
+use sha2::{Digest, Sha256};
+use std::fmt;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+/// Chunk size between the two pipeline threads; with [`CHANNEL_DEPTH`] it bounds memory.
+const CHUNK: usize = 1 << 20;
+const CHANNEL_DEPTH: usize = 4;
+
+/// What to download and what it must turn out to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Source {
+    /// Absolute URL.
+    pub url: String,
+    /// Bytes on the wire.
+    pub size: u64,
+    /// sha256 of the bytes on the wire.
+    pub sha256: String,
+    /// Wire encoding.
+    pub encoding: Encoding,
+    /// Bytes written after decoding.
+    pub uncompressed_size: u64,
+    /// sha256 of the bytes written.
+    pub sha256_written: String,
+}
+
+impl From<&Layer> for Source {
+    fn from(l: &Layer) -> Source {
+        Source {
+            url: l.url.clone(),
+            size: l.size,
+            sha256: l.sha256.clone(),
+            encoding: l.encoding,
+            uncompressed_size: l.uncompressed_size,
+            sha256_written: l.sha256_written.clone(),
+        }
+    }
+}
+
+/// Knobs of one download.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    /// How many times a dropped connection is resumed before giving up.
+    pub resumes: u32,
+    /// Pause before a resume (doubles each time, up to 30 s).
+    pub backoff: Duration,
+    /// How often progress is reported.
+    pub progress_every: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            resumes: 8,
+            backoff: Duration::from_secs(1),
+            progress_every: Duration::from_secs(3),
+        }
+    }
+}
+
+/// Progress of a download, on the wire bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Progress {
+    /// Wire bytes received.
+    pub done: u64,
+    /// Wire bytes expected.
+    pub total: u64,
+    /// Average rate since the start, bytes per second.
+    pub bytes_per_sec: f64,
+    /// Estimated time left at that rate.
+    pub eta: Option<Duration>,
+}
+
+impl fmt::Display for Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const MB: f64 = 1e6;
+        write!(
+            f,
+            "{:.1}/{:.1} MB, {:.1} MB/s",
+            self.done as f64 / MB,
+            self.total as f64 / MB,
+            self.bytes_per_sec / MB
+        )?;
+        match self.eta {
+            Some(eta) => write!(f, ", ETA {}s", eta.as_secs()),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Progress {
+    fn at(done: u64, total: u64, elapsed: Duration) -> Progress {
+        let secs = elapsed.as_secs_f64();
+        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
+        let eta =
+            (rate > 0.0).then(|| Duration::from_secs_f64(total.saturating_sub(done) as f64 / rate));
+        Progress {
+            done,
+            total,
+            bytes_per_sec: rate,
+            eta,
+        }
+    }
+}
+
+/// Why a download failed. Every variant names the URL or the file.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("fetch {url}: {why}")]
+    Http { url: String, why: String },
+    #[error("fetch {url}: server answered {status}")]
+    Status { url: String, status: u16 },
+    #[error("fetch {url}: gave up after {resumes} resumes: {last}")]
+    GaveUp {
+        url: String,
+        resumes: u32,
+        last: String,
+    },
+    #[error("fetch {url}: {got} bytes received, {want} announced")]
+    Length { url: String, got: u64, want: u64 },
+    #[error("fetch {url}: sha256 of the bytes received is {got}, the plan says {want}")]
+    Sha256 {
+        url: String,
+        got: String,
+        want: String,
+    },
+    #[error("fetch {url}: decoded to {got} bytes, the plan says {want}")]
+    WrittenLength { url: String, got: u64, want: u64 },
+    #[error("fetch {url}: sha256 of the decoded bytes is {got}, the plan says {want}")]
+    WrittenSha256 {
+        url: String,
+        got: String,
+        want: String,
+    },
+    #[error("fetch {url}: zstd decode: {source}")]
+    Decode { url: String, source: io::Error },
+    #[error("fetch: write {path}: {source}")]
+    Write { path: PathBuf, source: io::Error },
+}
+
+fn hex(d: impl AsRef<[u8]>) -> String {
+    d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A body reader that resumes with `Range` when the connection drops, hashing every wire
+/// byte exactly once. Stops with an error after `resumes` failed attempts.
+struct ResumingBody {
+    agent: ureq::Agent,
+    url: String,
+    size: u64,
+    offset: u64,
+    hasher: Sha256,
+    body: Option<ureq::BodyReader<'static>>,
+    resumes_left: u32,
+    resumes_used: u32,
+    backoff: Duration,
+    shared_offset: Arc<AtomicU64>,
+    /// The precise error behind the last `io::Error` we returned.
+    failure: Option<FetchError>,
+}
+
+impl ResumingBody {
+    fn open(&mut self) -> Result<ureq::BodyReader<'static>, FetchError> {
+        let mut req = self.agent.get(&self.url);
+        if self.offset > 0 {
+            req = req.header("Range", format!("bytes={}-", self.offset));
+        }
+        let resp = req.call().map_err(|e| FetchError::Http {
+            url: self.url.clone(),
+            why: e.to_string(),
+        })?;
+        let status = resp.status().as_u16();
+        let header = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let skip = match status {
+            200 => {
+                if let Some(len) = header("content-length").and_then(|v| v.parse::<u64>().ok()) {
+                    if len != self.size {
+                        return Err(FetchError::Length {
+                            url: self.url.clone(),
+                            got: len,
+                            want: self.size,
+                        });
+                    }
+                }
+                // A server that ignores Range resends from the start: skip what we have.
+                self.offset
+            }
+            206 => {
+                let want = format!(
+                    "bytes {}-{}/{}",
+                    self.offset,
+                    self.size.saturating_sub(1),
+                    self.size
+                );
+                let got = header("content-range").unwrap_or_default();
+                if got != want {
+                    return Err(FetchError::Http {
+                        url: self.url.clone(),
+                        why: format!("resume answered content-range {got:?}, expected {want:?}"),
+                    });
+                }
+                0
+            }
+            status => {
+                return Err(FetchError::Status {
+                    url: self.url.clone(),
+                    status,
+                })
+            }
+        };
+        let mut body = resp.into_body().into_reader();
+        if skip > 0 {
+            let skipped = io::copy(&mut (&mut body).take(skip), &mut io::sink()).map_err(|e| {
+                FetchError::Http {
+                    url: self.url.clone(),
+                    why: format!("skipping {skip} bytes already received: {e}"),
+                }
+            })?;
+            if skipped != skip {
+                return Err(FetchError::Http {
+                    url: self.url.clone(),
+                    why: "connection dropped while skipping bytes already received".into(),
+                });
+            }
+        }
+        Ok(body)
+    }
+
+    /// Record a failed attempt; `Err` when the budget is spent or the failure is final.
+    fn lost(&mut self, why: FetchError) -> Result<(), FetchError> {
+        self.body = None;
+        let fatal = matches!(why, FetchError::Status { status, .. } if (400..500).contains(&status))
+            || matches!(why, FetchError::Length { .. });
+        if fatal {
+            return Err(why);
+        }
+        if self.resumes_left == 0 {
+            return Err(FetchError::GaveUp {
+                url: self.url.clone(),
+                resumes: self.resumes_used,
+                last: why.to_string(),
+            });
+        }
+        self.resumes_left -= 1;
+        self.resumes_used += 1;
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(Duration::from_secs(30));
+        Ok(())
+    }
+
+    fn read_inner(&mut self, buf: &mut [u8]) -> Result<usize, FetchError> {
+        loop {
+            if self.offset >= self.size {
+                return Ok(0);
+            }
+            if self.body.is_none() {
+                match self.open() {
+                    Ok(b) => self.body = Some(b),
+                    Err(e) => {
+                        self.lost(e)?;
+                        continue;
+                    }
+                }
+            }
+            let Some(body) = self.body.as_mut() else {
+                continue;
+            };
+            // Never read past the announced size.
+            let room = usize::try_from(self.size - self.offset).unwrap_or(usize::MAX);
+            let n = buf.len().min(room);
+            match body.read(&mut buf[..n]) {
+                Ok(0) => {
+                    let e = FetchError::Http {
+                        url: self.url.clone(),
+                        why: format!("connection closed at byte {} of {}", self.offset, self.size),
+                    };
+                    self.lost(e)?;
+                }
+                Ok(n) => {
+                    self.hasher.update(&buf[..n]);
+                    self.offset += n as u64;
+                    self.shared_offset.store(self.offset, Ordering::Relaxed);
+                    return Ok(n);
+                }
+                Err(e) => {
+                    let e = FetchError::Http {
+                        url: self.url.clone(),
+                        why: format!("read at byte {}: {e}", self.offset),
+                    };
+                    self.lost(e)?;
+                }
+            }
+        }
+    }
+}
+
+impl Read for ResumingBody {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.read_inner(buf).map_err(|e| {
+            let msg = e.to_string();
+            self.failure = Some(e);
+            io::Error::other(msg)
+        })
+    }
+}
+
+/// What the network thread hands back when done.
+struct WireResult {
+    received: u64,
+    sha256: String,
+}
+
+/// Read `reader` to its end in chunks and send them; stops quietly if the writer is gone.
+fn send_all(reader: &mut dyn Read, tx: &mpsc::SyncSender<Vec<u8>>) -> io::Result<()> {
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match reader.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok(());
+        }
+        chunk.truncate(filled);
+        if tx.send(chunk).is_err() {
+            // The writer stopped; it reports its own error.
+            return Ok(());
+        }
+    }
+}
+
+/// Network + decode side: read, decode, send chunks. Returns the wire totals.
+fn produce(
+    mut body: ResumingBody,
+    encoding: Encoding,
+    tx: mpsc::SyncSender<Vec<u8>>,
+) -> Result<WireResult, FetchError> {
+    let url = body.url.clone();
+    let decode_err = |source| FetchError::Decode {
+        url: url.clone(),
+        source,
+    };
+    let r = match encoding {
+        Encoding::None => send_all(&mut body, &tx),
+        Encoding::Zstd => match zstd::stream::read::Decoder::new(&mut body) {
+            Ok(mut decoder) => send_all(&mut decoder, &tx),
+            Err(e) => Err(e),
+        },
+    };
+    // Bytes after the last zstd frame still count for the wire hash and size.
+    let r = r.and_then(|()| io::copy(&mut body, &mut io::sink()).map(|_| ()));
+    if let Err(e) = r {
+        // A network failure is more precise than the decoder's view of it.
+        return Err(body.failure.take().unwrap_or_else(|| decode_err(e)));
+    }
+    Ok(WireResult {
+        received: body.offset,
+        sha256: hex(body.hasher.finalize()),
+    })
+}
+
+/// Download `src` into `temp` and verify it. On success the file is complete, fsynced and
+/// verified; on failure it has been removed.
+pub fn fetch(
+    agent: &ureq::Agent,
+    src: &Source,
+    temp: &Path,
+    opts: Options,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Verified, FetchError> {
+    let r = fetch_inner(agent, src, temp, opts, progress);
+    if r.is_err() {
+        // Best effort: the cache also clears tmp/ when it opens.
+        let _ = std::fs::remove_file(temp);
+    }
+    r
+}
+
+fn fetch_inner(
+    agent: &ureq::Agent,
+    src: &Source,
+    temp: &Path,
+    opts: Options,
+    progress: &mut dyn FnMut(&Progress),
+) -> Result<Verified, FetchError> {
+    let werr = |source| FetchError::Write {
+        path: temp.to_path_buf(),
+        source,
+    };
+    let mut file = File::create(temp).map_err(werr)?;
+    let shared_offset = Arc::new(AtomicU64::new(0));
+    let body = ResumingBody {
+        agent: agent.clone(),
+        url: src.url.clone(),
+        size: src.size,
+        offset: 0,
+        hasher: Sha256::new(),
+        body: None,
+        resumes_left: opts.resumes,
+        resumes_used: 0,
+        backoff: opts.backoff,
+        shared_offset: shared_offset.clone(),
+        failure: None,
+    };
+    let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let encoding = src.encoding;
+    let producer = std::thread::spawn(move || produce(body, encoding, tx));
+
+    let start = Instant::now();
+    let mut last_report = start;
+    let mut written_hasher = Sha256::new();
+    let mut written: u64 = 0;
+    let mut write_error = None;
+    for chunk in rx.iter() {
+        written += chunk.len() as u64;
+        if written > src.uncompressed_size {
+            write_error = Some(FetchError::WrittenLength {
+                url: src.url.clone(),
+                got: written,
+                want: src.uncompressed_size,
+            });
+            break;
+        }
+        if encoding != Encoding::None {
+            written_hasher.update(&chunk);
+        }
+        if let Err(e) = file.write_all(&chunk) {
+            write_error = Some(werr(e));
+            break;
+        }
+        if last_report.elapsed() >= opts.progress_every {
+            last_report = Instant::now();
+            let done = shared_offset.load(Ordering::Relaxed);
+            progress(&Progress::at(done, src.size, start.elapsed()));
+        }
+    }
+    // Dropping the receiver makes the producer stop at its next send.
+    drop(rx);
+    let wire = producer.join().map_err(|_| FetchError::Http {
+        url: src.url.clone(),
+        why: "download thread panicked".into(),
+    })?;
+    if let Some(e) = write_error {
+        return Err(e);
+    }
+    let wire = wire?;
+    progress(&Progress::at(wire.received, src.size, start.elapsed()));
+    if wire.received != src.size {
+        return Err(FetchError::Length {
+            url: src.url.clone(),
+            got: wire.received,
+            want: src.size,
+        });
+    }
+    if wire.sha256 != src.sha256 {
+        return Err(FetchError::Sha256 {
+            url: src.url.clone(),
+            got: wire.sha256,
+            want: src.sha256.clone(),
+        });
+    }
+    if written != src.uncompressed_size {
+        return Err(FetchError::WrittenLength {
+            url: src.url.clone(),
+            got: written,
+            want: src.uncompressed_size,
+        });
+    }
+    let written_sha = match encoding {
+        Encoding::None => wire.sha256,
+        Encoding::Zstd => hex(written_hasher.finalize()),
+    };
+    if written_sha != src.sha256_written {
+        return Err(FetchError::WrittenSha256 {
+            url: src.url.clone(),
+            got: written_sha,
+            want: src.sha256_written.clone(),
+        });
+    }
+    file.sync_all().map_err(werr)?;
+    Ok(Verified::after_checking(
+        temp.to_path_buf(),
+        src.sha256_written.clone(),
+        written,
+    ))
+}
+
+#[cfg(test)]
+mod tests;

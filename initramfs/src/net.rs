@@ -1,0 +1,370 @@
+//! The boot NIC: find it by its MAC in sysfs (path injected), and configure it with the
+//! lease iPXE passed on `ip=` through rtnetlink requests sent via [`Sys::netlink`]: link
+//! up, the address, the default route. The messages are built here, byte for byte, as
+//! pure functions.
+//!
+//! Not implemented yet: the DHCP fallback when no lease was passed; that case stops with
+//! [`NetError::NotImplemented`]. Apart from the netlink requests to the kernel it sends
+//! nothing on the network.
+
+use crate::cmdline::{IpConfig, Lease, Mac};
+use crate::sys::{Errno, Sys};
+use std::fs;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::time::Duration;
+
+/// Network step failures.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NetError {
+    #[error("network: no interface has MAC {mac} (is its driver loaded?)")]
+    NoInterface { mac: String },
+    #[error(
+        "network: {interface} is {state}; bringing it up with {config} via netlink is not \
+         implemented yet"
+    )]
+    NotImplemented {
+        interface: String,
+        state: String,
+        config: String,
+    },
+    #[error("network: read {path}: {why}")]
+    Sysfs { path: String, why: String },
+    #[error("network: {what} on {interface}: {errno}")]
+    Netlink {
+        what: String,
+        interface: String,
+        errno: Errno,
+    },
+}
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_NEWADDR: u16 = 20;
+const RTM_NEWROUTE: u16 = 24;
+const NLMSG_ERROR: u16 = 2;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_ACK: u16 = 0x4;
+const NLM_F_EXCL: u16 = 0x200;
+const NLM_F_CREATE: u16 = 0x400;
+const IFF_UP: u32 = 0x1;
+const IFA_ADDRESS: u16 = 1;
+const IFA_LOCAL: u16 = 2;
+const RTA_OIF: u16 = 4;
+const RTA_GATEWAY: u16 = 5;
+const AF_INET: u8 = 2;
+const RT_TABLE_MAIN: u8 = 254;
+const RTPROT_BOOT: u8 = 3;
+const RTN_UNICAST: u8 = 1;
+
+fn nlmsg(kind: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {
+    let len = 16 + payload.len();
+    let mut m = Vec::with_capacity(len);
+    m.extend_from_slice(&(len as u32).to_ne_bytes());
+    m.extend_from_slice(&kind.to_ne_bytes());
+    m.extend_from_slice(&(flags | NLM_F_REQUEST | NLM_F_ACK).to_ne_bytes());
+    m.extend_from_slice(&seq.to_ne_bytes());
+    m.extend_from_slice(&0u32.to_ne_bytes());
+    m.extend_from_slice(payload);
+    m
+}
+
+fn rtattr(kind: u16, data: &[u8], out: &mut Vec<u8>) {
+    let len = 4 + data.len();
+    out.extend_from_slice(&(len as u16).to_ne_bytes());
+    out.extend_from_slice(&kind.to_ne_bytes());
+    out.extend_from_slice(data);
+    // Attributes are 4-byte aligned.
+    out.resize(out.len() + (4 - len % 4) % 4, 0);
+}
+
+/// RTM_NEWLINK setting IFF_UP on `ifindex`.
+pub fn link_up_msg(ifindex: u32) -> Vec<u8> {
+    let mut p = Vec::new();
+    p.push(0); // ifi_family AF_UNSPEC
+    p.push(0); // pad
+    p.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    p.extend_from_slice(&ifindex.to_ne_bytes());
+    p.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    p.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    nlmsg(RTM_NEWLINK, 0, 1, &p)
+}
+
+/// RTM_NEWADDR adding `addr/prefix_len` to `ifindex`.
+pub fn add_addr_msg(ifindex: u32, addr: Ipv4Addr, prefix_len: u8) -> Vec<u8> {
+    let mut p = vec![AF_INET, prefix_len, 0, 0];
+    p.extend_from_slice(&ifindex.to_ne_bytes());
+    rtattr(IFA_LOCAL, &addr.octets(), &mut p);
+    rtattr(IFA_ADDRESS, &addr.octets(), &mut p);
+    nlmsg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, 2, &p)
+}
+
+/// RTM_NEWROUTE adding the default route via `gateway` out of `ifindex`.
+pub fn default_route_msg(ifindex: u32, gateway: Ipv4Addr) -> Vec<u8> {
+    // struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
+    let mut p = vec![AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST];
+    p.extend_from_slice(&0u32.to_ne_bytes());
+    rtattr(RTA_GATEWAY, &gateway.octets(), &mut p);
+    rtattr(RTA_OIF, &ifindex.to_ne_bytes(), &mut p);
+    nlmsg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, 3, &p)
+}
+
+/// The acknowledgement in a netlink reply: `Some(Ok)` for an ack, `Some(Err)` for a
+/// refusal, `None` when the buffer holds no NLMSG_ERROR message.
+pub fn netlink_ack(buf: &[u8]) -> Option<Result<(), Errno>> {
+    let mut rest = buf;
+    while rest.len() >= 16 {
+        let len = u32::from_ne_bytes(rest[0..4].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(rest[4..6].try_into().ok()?);
+        if len < 16 || len > rest.len() {
+            return None;
+        }
+        if kind == NLMSG_ERROR && len >= 20 {
+            let code = i32::from_ne_bytes(rest[16..20].try_into().ok()?);
+            return Some(if code == 0 {
+                Ok(())
+            } else {
+                Err(Errno::from_raw(-code))
+            });
+        }
+        rest = &rest[(len + 3) & !3..];
+    }
+    None
+}
+
+/// Configure the boot NIC with the lease iPXE passed, then wait (up to 10 s) for carrier.
+/// Already-present address or route (a retried boot) is fine.
+pub fn bring_up(
+    sys: &mut dyn Sys,
+    sys_root: &Path,
+    mac: Mac,
+    ip: &IpConfig,
+) -> Result<String, NetError> {
+    let interface = find_interface(sys_root, mac).ok_or(NetError::NoInterface {
+        mac: mac.to_string(),
+    })?;
+    let dir = sys_root.join("class/net").join(&interface);
+    let lease: Lease = match ip {
+        IpConfig::Static(l) => *l,
+        IpConfig::Dhcp => {
+            return check(sys_root, mac, ip);
+        }
+    };
+    let idx_path = dir.join("ifindex");
+    let ifindex: u32 = fs::read_to_string(&idx_path)
+        .map_err(|e| e.to_string())
+        .and_then(|s| {
+            s.trim()
+                .parse()
+                .map_err(|e: std::num::ParseIntError| e.to_string())
+        })
+        .map_err(|why| NetError::Sysfs {
+            path: idx_path.display().to_string(),
+            why,
+        })?;
+    let mut send = |msg: Vec<u8>, what: String| match sys.netlink(&msg, &what) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(errno) => Err(NetError::Netlink {
+            what,
+            interface: interface.clone(),
+            errno,
+        }),
+    };
+    send(link_up_msg(ifindex), "link up".into())?;
+    send(
+        add_addr_msg(ifindex, lease.address, lease.prefix_len),
+        format!("add address {}/{}", lease.address, lease.prefix_len),
+    )?;
+    if let Some(gw) = lease.gateway {
+        send(
+            default_route_msg(ifindex, gw),
+            format!("add default route via {gw}"),
+        )?;
+    }
+    for _ in 0..50 {
+        if fs::read_to_string(dir.join("carrier")).is_ok_and(|c| c.trim() == "1") {
+            break;
+        }
+        sys.sleep(Duration::from_millis(200));
+    }
+    Ok(interface)
+}
+
+/// The interface whose address is `mac`, if any.
+pub fn find_interface(sys_root: &Path, mac: Mac) -> Option<String> {
+    let want = mac.to_string();
+    let mut names: Vec<String> = fs::read_dir(sys_root.join("class/net"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names.into_iter().find(|n| {
+        fs::read_to_string(sys_root.join("class/net").join(n).join("address"))
+            .is_ok_and(|a| a.trim().eq_ignore_ascii_case(&want))
+    })
+}
+
+/// The boot NIC's name, once it is up.
+pub fn check(sys_root: &Path, mac: Mac, ip: &IpConfig) -> Result<String, NetError> {
+    let interface = find_interface(sys_root, mac).ok_or(NetError::NoInterface {
+        mac: mac.to_string(),
+    })?;
+    let state = fs::read_to_string(
+        sys_root
+            .join("class/net")
+            .join(&interface)
+            .join("operstate"),
+    )
+    .map(|s| s.trim().to_string())
+    .unwrap_or_else(|_| "unknown".into());
+    if state == "up" {
+        return Ok(interface);
+    }
+    let config = match ip {
+        IpConfig::Static(l) => format!("{}/{}", l.address, l.prefix_len),
+        IpConfig::Dhcp => "DHCP".to_string(),
+    };
+    Err(NetError::NotImplemented {
+        interface,
+        state,
+        config,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sys::FakeSys;
+
+    #[test]
+    fn netlink_messages_are_laid_out_as_the_kernel_expects() {
+        let m = link_up_msg(3);
+        assert_eq!(m.len(), 16 + 16);
+        assert_eq!(u32::from_ne_bytes(m[0..4].try_into().expect("4")), 32);
+        assert_eq!(
+            u16::from_ne_bytes(m[4..6].try_into().expect("2")),
+            RTM_NEWLINK
+        );
+        assert_eq!(
+            u16::from_ne_bytes(m[6..8].try_into().expect("2")),
+            NLM_F_REQUEST | NLM_F_ACK
+        );
+        assert_eq!(
+            u32::from_ne_bytes(m[20..24].try_into().expect("4")),
+            3,
+            "ifindex"
+        );
+        assert_eq!(u32::from_ne_bytes(m[24..28].try_into().expect("4")), IFF_UP);
+
+        let a = add_addr_msg(3, Ipv4Addr::new(192, 0, 2, 50), 24);
+        // header 16 + ifaddrmsg 8 + two 8-byte attributes.
+        assert_eq!(a.len(), 40);
+        assert_eq!(&a[16..20], &[AF_INET, 24, 0, 0]);
+        assert_eq!(
+            &a[24..28],
+            &8u16
+                .to_ne_bytes()
+                .iter()
+                .chain(&IFA_LOCAL.to_ne_bytes())
+                .copied()
+                .collect::<Vec<u8>>()[..]
+        );
+        assert_eq!(&a[28..32], &[192, 0, 2, 50]);
+
+        let r = default_route_msg(3, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(r.len(), 16 + 12 + 8 + 8);
+        assert_eq!(
+            &r[16..24],
+            &[AF_INET, 0, 0, 0, RT_TABLE_MAIN, RTPROT_BOOT, 0, RTN_UNICAST]
+        );
+        assert_eq!(&r[32..36], &[192, 0, 2, 1]);
+    }
+
+    fn ack(code: i32) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&36u32.to_ne_bytes());
+        m.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&code.to_ne_bytes());
+        m.extend_from_slice(&[0; 16]);
+        m
+    }
+
+    #[test]
+    fn acks_and_refusals_are_read() {
+        assert_eq!(netlink_ack(&ack(0)), Some(Ok(())));
+        assert_eq!(netlink_ack(&ack(-17)), Some(Err(Errno::EEXIST)));
+        assert_eq!(netlink_ack(&[0; 8]), None);
+        let mut garbage = ack(0);
+        garbage[0..4].copy_from_slice(&999u32.to_ne_bytes());
+        assert_eq!(netlink_ack(&garbage), None);
+    }
+
+    #[test]
+    fn bring_up_sends_link_address_route() {
+        let t = tempfile::tempdir().expect("tempdir");
+        nic(t.path(), "eth0", "52:54:00:00:00:01", "down");
+        fs::write(t.path().join("class/net/eth0/ifindex"), "2\n").expect("w");
+        fs::write(t.path().join("class/net/eth0/carrier"), "1\n").expect("w");
+        let mut sys = FakeSys::new();
+        sys.fail_prefix = Some("netlink add address".into());
+        sys.fail_errno = Some(Errno::EEXIST);
+        let lease = IpConfig::Static(Lease {
+            address: Ipv4Addr::new(192, 0, 2, 50),
+            prefix_len: 24,
+            gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
+        });
+        let mac = Mac::parse("52:54:00:00:00:01").expect("mac");
+        assert_eq!(bring_up(&mut sys, t.path(), mac, &lease), Ok("eth0".into()));
+        assert_eq!(
+            sys.calls,
+            [
+                "netlink link up (32 bytes)",
+                "netlink add address 192.0.2.50/24 (40 bytes)",
+                "netlink add default route via 192.0.2.1 (44 bytes)",
+            ]
+        );
+        let mut sys = FakeSys::new();
+        sys.fail_prefix = Some("netlink link up".into());
+        sys.fail_errno = Some(Errno::EPERM);
+        let e = bring_up(&mut sys, t.path(), mac, &lease).expect_err("eperm");
+        assert_eq!(
+            e.to_string(),
+            "network: link up on eth0: EPERM: Operation not permitted"
+        );
+    }
+
+    fn nic(root: &Path, name: &str, mac: &str, state: &str) {
+        let d = root.join("class/net").join(name);
+        fs::create_dir_all(&d).expect("mkdir");
+        fs::write(d.join("address"), format!("{mac}\n")).expect("w");
+        fs::write(d.join("operstate"), format!("{state}\n")).expect("w");
+    }
+
+    #[test]
+    fn finds_the_nic_by_mac_and_reports_its_state() {
+        let t = tempfile::tempdir().expect("tempdir");
+        nic(t.path(), "lo", "00:00:00:00:00:00", "unknown");
+        nic(t.path(), "eth0", "52:54:00:00:00:01", "down");
+        nic(t.path(), "eth1", "52:54:00:00:00:02", "up");
+        let mac = |s| Mac::parse(s).expect("mac");
+        assert_eq!(
+            check(t.path(), mac("52:54:00:00:00:02"), &IpConfig::Dhcp),
+            Ok("eth1".into())
+        );
+        assert_eq!(
+            check(t.path(), mac("52:54:00:00:00:01"), &IpConfig::Dhcp),
+            Err(NetError::NotImplemented {
+                interface: "eth0".into(),
+                state: "down".into(),
+                config: "DHCP".into()
+            })
+        );
+        assert_eq!(
+            check(t.path(), mac("52:54:00:00:00:09"), &IpConfig::Dhcp),
+            Err(NetError::NoInterface {
+                mac: "52:54:00:00:00:09".into()
+            })
+        );
+    }
+}
