@@ -66,10 +66,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         policy: policy.clone(),
         data_dir: config.data_dir.clone(),
         ipxe_dir: config.ipxe_dir.clone(),
-        images: Some(ImageRoutes {
-            store,
-            initramfs: config.initramfs.clone(),
-        }),
+        images: Some(ImageRoutes::new(store, &config.initramfs)),
     };
     let mut roots = vec![config.ipxe_dir.clone()];
     roots.extend(config.tftp.extra_dir.clone());

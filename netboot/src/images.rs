@@ -209,3 +209,31 @@ pub fn boot_blob(
     }
     Ok(None)
 }
+
+/// The `layer` artefact of `name@version` if its sha256 is `digest`: a layer some issued
+/// plan names.
+pub fn plan_blob(
+    store: &Store,
+    name: &str,
+    version: u64,
+    digest: &Digest,
+) -> Result<Option<BootBlob>, ImagesError> {
+    let Ok(number) = u32::try_from(version) else {
+        return Ok(None);
+    };
+    let r = ImageRef {
+        name: name.to_string(),
+        version: VersionSpec::Exact(number),
+    };
+    match store.artefact(&appliance(), &r, ArtefactName::Layer) {
+        Ok((meta, path)) if meta.sha256 == *digest => Ok(Some(BootBlob {
+            path,
+            size: meta.size,
+        })),
+        Ok(_) | Err(StoreError::NotFound(_)) => Ok(None),
+        Err(source) => Err(ImagesError::Blob {
+            digest: digest.clone(),
+            source,
+        }),
+    }
+}

@@ -179,12 +179,14 @@ pub fn render(decision: &Decision, ctx: &ScriptContext<'_>) -> Result<String, Re
 /// Renders the per-machine script of an image setup: the resolved kernel version's
 /// `vmlinuz`, then two initrds, the carte initramfs (`initramfs`, a path under the data
 /// folder) and that version's `modules` cpio. The kernel artefacts are fetched from the
-/// content-addressed [`BOOT_BLOBS_PATH`].
+/// content-addressed [`BOOT_BLOBS_PATH`]. `token` is this boot's token (`carte.token=`),
+/// with which carte-init fetches its plan.
 pub fn render_compose(
     decision: &Decision,
     spec: &ComposeSpec,
     kernel: &ResolvedKernel,
     initramfs: &str,
+    token: &str,
     ctx: &ScriptContext<'_>,
 ) -> Result<String, RenderError> {
     let base = ctx.base.trim_end_matches('/');
@@ -196,7 +198,9 @@ pub fn render_compose(
         artefact_url(setup, "initramfs", initramfs, base)?,
         blob(&kernel.modules),
     ];
+    check_line(setup, "token", token)?;
     let extra = [
+        format!("carte.token={token}"),
         format!("carte.setup={setup}"),
         format!("carte.kernel={}", kernel.version),
     ];
@@ -608,8 +612,15 @@ mod tests {
             arch: Some(ClientArch::Bios),
         };
         let d = decision(Answer::Compose(spec.clone()));
-        let script =
-            render_compose(&d, &spec, &resolved(), "carte/initramfs.cpio.zst", &ctx).expect("ok");
+        let script = render_compose(
+            &d,
+            &spec,
+            &resolved(),
+            "carte/initramfs.cpio.zst",
+            "carte_t0k",
+            &ctx,
+        )
+        .expect("ok");
         let got: Vec<&str> = script
             .lines()
             .filter(|l| !l.starts_with("echo ") && !l.starts_with('#'))
@@ -620,7 +631,8 @@ mod tests {
             [
                 format!(
                     "kernel {BASE}/boot/blobs/sha256/{vm} console=ttyS0 {CARTE_ARGS} \
-                     carte.setup=s1 carte.kernel=linux@3 initrd=initrd0 initrd=initrd1{FAILED}"
+                     carte.token=carte_t0k carte.setup=s1 carte.kernel=linux@3 initrd=initrd0 \
+                     initrd=initrd1{FAILED}"
                 )
                 .as_str(),
                 &format!("initrd --name initrd0 {BASE}/files/carte/initramfs.cpio.zst{FAILED}"),
@@ -636,6 +648,6 @@ mod tests {
             render(&d, &ctx),
             Err(RenderError::Unresolved { setup: "s1".into() })
         );
-        assert!(render_compose(&d, &spec, &resolved(), "../initramfs", &ctx).is_err());
+        assert!(render_compose(&d, &spec, &resolved(), "../initramfs", "t", &ctx).is_err());
     }
 }

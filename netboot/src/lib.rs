@@ -14,6 +14,8 @@ pub mod http;
 pub mod images;
 pub mod ipxe;
 pub mod mac;
+pub mod machines;
+pub mod plan;
 pub mod policy;
 pub mod ratelimit;
 pub mod tftp;

@@ -1,8 +1,9 @@
 //! Image setups end to end over HTTP: a small kernel version pushed into a temporary
 //! store, a policy naming it, the rendered script, and the URLs in it fetched (right
 //! bytes, sha256 ETag, Range); blobs the policy does not name are 404; `@latest`
-//! follows a new push without a policy edit; the mounted API refuses to delete an image
-//! a setup uses, naming the setup.
+//! follows a new push without a policy edit; the boot token on the command line fetches
+//! the machine's plan, whose layers are fetchable, and posts events that admins list; the
+//! mounted API refuses to delete an image a setup uses, naming the setup.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -174,6 +175,14 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
         &[(ArtefactName::Layer, b"a system layer".as_slice())],
         None,
     );
+    // A system image no setup names.
+    let other = push(
+        &store,
+        "other",
+        ImageKind::System,
+        &[(ArtefactName::Layer, b"a layer nobody boots".as_slice())],
+        None,
+    );
     write(
         &policy_dir.join("lab.toml"),
         b"[setup.lab]\nkernel = \"linux@latest\"\nlayers = [\"debian@1\"]\n\
@@ -190,15 +199,16 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
         select: Arc::new(policy.clone()),
         data_dir: data.clone(),
         ipxe_dir: dir.path().join("ipxe"),
-        images: Some(ImageRoutes {
-            store: store.clone(),
-            initramfs: "carte/initramfs.cpio.zst".into(),
-        }),
+        images: Some(ImageRoutes::new(store.clone(), "carte/initramfs.cpio.zst")),
     };
     let stop = CancellationToken::new();
     tokio::spawn(serve(listener, state, stop.clone()));
     let _stop = stop.drop_guard();
     let script_path = "/ipxe/52:54:00:00:00:01?arch=x86_64&platform=pcbios&uuid=";
+
+    // Before any plan names it, a system layer is not served without a token.
+    let sys_path = format!("/boot/blobs/sha256/{}", sys[&ArtefactName::Layer]);
+    assert_eq!(request(addr, "GET", &sys_path, &[]).await.status, 404);
 
     // No initramfs yet: a 500 that says what is missing, never a 404.
     let r = request(addr, "GET", script_path, &[]).await;
@@ -215,6 +225,11 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     let script = r.text();
     assert!(script.contains("carte.kernel=linux@1"), "{script}");
     assert!(script.contains("carte.setup=lab"), "{script}");
+    let token = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("carte.token="))
+        .expect("a boot token on the command line")
+        .to_string();
     let urls = boot_urls(&script);
     let vm = k1[&ArtefactName::Vmlinuz].to_string();
     let mods = k1[&ArtefactName::Modules].to_string();
@@ -257,9 +272,9 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     let r = request(addr, "GET", &vm_path, &[("If-None-Match", &etag)]).await;
     assert_eq!(r.status, 304);
 
-    // Nothing else is served there: a system layer, an unknown digest, junk.
+    // Nothing else is served there: a layer no plan names, an unknown digest, junk.
     for target in [
-        format!("/boot/blobs/sha256/{}", sys[&ArtefactName::Layer]),
+        format!("/boot/blobs/sha256/{}", other[&ArtefactName::Layer]),
         format!("/boot/blobs/sha256/{}", sha256_of(b"never stored")),
         "/boot/blobs/sha256/not-a-digest".to_string(),
         format!("/boot/blobs/sha256/{}", vm.to_uppercase()),
@@ -267,6 +282,84 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
         let r = request(addr, "GET", &target, &[]).await;
         assert_eq!(r.status, 404, "{target}");
     }
+
+    // The machine API: the plan with the boot token, its layers fetchable.
+    let mac = "52:54:00:00:00:01";
+    let plan_path = carte_contract::plan_path(mac);
+    let bearer = format!("Bearer {token}");
+    let r = request(addr, "GET", &plan_path, &[("Authorization", &bearer)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plan: carte_contract::Plan = serde_json::from_slice(&r.body).expect("a contract plan");
+    assert_eq!(plan.token, token);
+    assert_eq!(plan.machine.mac, mac);
+    assert_eq!(
+        plan.events_url,
+        format!("{base}{}", carte_contract::events_path(mac))
+    );
+    let layers: Vec<(&str, u64, carte_contract::LayerKind)> = plan
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), l.version, l.kind))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("linux", 1, carte_contract::LayerKind::Kernel),
+            ("debian", 1, carte_contract::LayerKind::System),
+        ]
+    );
+    for (layer, want) in plan
+        .layers
+        .iter()
+        .zip([b"erofs of /lib/modules".as_slice(), b"a system layer"])
+    {
+        let r = request(addr, "GET", &path_of(&layer.url, &base), &[]).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, want), "{}", layer.url);
+        assert_eq!(layer.size, want.len() as u64);
+        assert_eq!(layer.sha256, sha256_of(want).to_string());
+    }
+    for bad in ["Bearer carte_not-this-boot", "Basic x"] {
+        let r = request(addr, "GET", &plan_path, &[("Authorization", bad)]).await;
+        assert_eq!(r.status, 401, "{bad}: {}", r.text());
+    }
+    let r = request(
+        addr,
+        "GET",
+        &carte_contract::plan_path("52:54:00:00:00:09"),
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 404, "no plan for another machine: {}", r.text());
+
+    // Events fold into the machine's state, which admins list.
+    let events_path = carte_contract::events_path(mac);
+    let event = serde_json::to_string(&carte_contract::Event::failed(
+        carte_contract::Stage::Fetch,
+        "fetch debian@1: connection reset",
+    ))
+    .expect("json");
+    let post = |body: String, auth: String| {
+        let events_path = events_path.clone();
+        async move {
+            let mut conn = TcpStream::connect(addr).await.expect("connect");
+            let req = format!(
+                "POST {events_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Authorization: {auth}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(req.as_bytes()).await.expect("write");
+            let mut raw = Vec::new();
+            conn.read_to_end(&mut raw).await.expect("read");
+            String::from_utf8_lossy(&raw).into_owned()
+        }
+    };
+    let answer = post(event.clone(), bearer.clone()).await;
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let answer = post(event.clone(), "Bearer wrong".into()).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = post("{\"stage\":\"teleport\"}".into(), bearer.clone()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
 
     // A new push: @latest boots it at the next request, no policy edit needed.
     let vmlinuz2 = b"MZ kernel version two".as_slice();
@@ -288,11 +381,11 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     assert_eq!(r.body, vmlinuz2);
 
     // The image API is mounted, and deleting an image a setup uses is refused, naming it.
-    let token = store
+    let token_admin = store
         .create_token(&Principal::local_admin(), "root", Role::Admin)
         .expect("token")
         .token;
-    let client = imaged::client::Client::new(&base, &token);
+    let client = imaged::client::Client::new(&base, &token_admin);
     let (used, unused) = tokio::task::spawn_blocking(move || {
         let used = client.delete("debian").expect_err("debian is used by lab");
         let images = client.list_images().expect("list");
@@ -303,7 +396,36 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     assert_eq!(used.status(), Some(409), "{used}");
     assert!(used.to_string().contains("setup lab"), "{used}");
     let names: Vec<&str> = unused.iter().map(|i| i.name.as_str()).collect();
-    assert_eq!(names, ["debian", "linux"]);
+    assert_eq!(names, ["debian", "linux", "other"]);
     let r = request(addr, "GET", "/api/v1/images", &[]).await;
     assert_eq!(r.status, 401, "the API wants a token: {}", r.text());
+    let admin = format!("Bearer {token_admin}");
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/machines",
+        &[("Authorization", &admin)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let states: Vec<carte_contract::MachineState> = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].mac, mac);
+    assert_eq!(states[0].setup.as_deref(), Some("lab"));
+    assert_eq!(states[0].stage, Some(carte_contract::Stage::Fetch));
+    assert_eq!(
+        states[0].last_error.as_deref(),
+        Some("fetch debian@1: connection reset")
+    );
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/machines",
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 401, "a boot token is not an admin token");
+    // The second boot (the render after the push) replaced the first boot's token.
+    let r = request(addr, "GET", &plan_path, &[("Authorization", &bearer)]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
 }

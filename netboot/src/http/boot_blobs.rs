@@ -55,11 +55,16 @@ async fn serve(
         return Err(not_found());
     };
     let kernels = state.select.kernel_images();
-    if kernels.is_empty() {
-        return Err(not_found());
-    }
+    let planned = images.machines.plan_layer(&d);
     let store = images.store.clone();
-    let found = tokio::task::spawn_blocking(move || images::boot_blob(&store, &kernels, &d))
+    let found =
+        tokio::task::spawn_blocking(move || match images::boot_blob(&store, &kernels, &d)? {
+            Some(blob) => Ok(Some(blob)),
+            None => match planned {
+                Some((name, version)) => images::plan_blob(&store, &name, version, &d),
+                None => Ok(None),
+            },
+        })
         .await
         .map_err(|e| RequestError::Io {
             path: format!("boot blob {digest}"),

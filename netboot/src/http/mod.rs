@@ -5,12 +5,13 @@
 //! streamed, never buffered whole, never chunked.** This module does not choose setups
 //! (that is [`crate::policy`], behind the [`Select`] seam) and does not write iPXE syntax
 //! (that is [`crate::ipxe`]). With an image store ([`ImageRoutes`]) it also serves kernel
-//! artefacts at `/boot/blobs/sha256/{digest}` and mounts imaged's API at `/api/v1`. It
-//! has no machine API (plan, events) yet.
+//! artefacts at `/boot/blobs/sha256/{digest}`, mounts imaged's API at `/api/v1` and
+//! answers machines (`/api/v1/machines/{mac}/plan` and `/events`, with the boot token).
 
 mod boot_blobs;
 mod error;
 mod files;
+mod machines;
 mod range;
 mod safe_path;
 mod scripts;

@@ -71,11 +71,16 @@ pub async fn machine(
         arch: facts.arch,
     };
     let rendered = match &decision.answer {
-        Answer::Compose(spec) => match resolve(&state, &decision.setup, spec).await {
-            Ok((kernel, initramfs)) => {
-                ipxe::render_compose(&decision, spec, &kernel, &initramfs, &ctx)
-                    .map_err(RequestError::Render)
-            }
+        Answer::Compose(spec) => match resolve(&state, &decision.setup, spec, mac).await {
+            Ok(boot) => ipxe::render_compose(
+                &decision,
+                spec,
+                &boot.kernel,
+                &boot.initramfs,
+                &boot.token,
+                &ctx,
+            )
+            .map_err(RequestError::Render),
             Err(e) => Err(e),
         },
         _ => ipxe::render(&decision, &ctx).map_err(RequestError::Render),
@@ -89,13 +94,22 @@ pub async fn machine(
     }
 }
 
-/// What an image setup needs at request time: its kernel version (`@latest` resolved
-/// now) and the carte initramfs, which must exist. Any failure is the setup's 500.
+/// What an image setup's script needs, found at request time.
+struct ComposeBoot {
+    kernel: ipxe::ResolvedKernel,
+    initramfs: String,
+    token: String,
+}
+
+/// Prepares one boot of an image setup: resolves its kernel version (`@latest` now),
+/// checks that the carte initramfs exists, makes this boot's token and issues the plan
+/// carte-init will fetch with it. Any failure is the setup's 500.
 async fn resolve(
     state: &AppState,
     setup: &str,
     spec: &crate::policy::ComposeSpec,
-) -> Result<(ipxe::ResolvedKernel, String), RequestError> {
+    mac: MacAddr,
+) -> Result<ComposeBoot, RequestError> {
     let fail = |why: String| RequestError::ImageSetup {
         setup: setup.to_string(),
         why,
@@ -116,13 +130,26 @@ async fn resolve(
         )));
     }
     let store = images.store.clone();
-    let kernel = spec.kernel.clone();
-    let resolved =
-        tokio::task::spawn_blocking(move || crate::images::resolve_kernel(&store, &kernel))
-            .await
-            .map_err(|e| fail(format!("store task failed: {e}")))?
-            .map_err(|e| fail(e.to_string()))?;
-    Ok((resolved, images.initramfs.clone()))
+    let spec = spec.clone();
+    let base = state.public_base.clone();
+    let (kernel, plan) = tokio::task::spawn_blocking(move || {
+        let kernel =
+            crate::images::resolve_kernel(&store, &spec.kernel).map_err(|e| e.to_string())?;
+        let token = imaged::token::generate().map_err(|e| e.to_string())?;
+        let plan = crate::plan::build(&store, &spec, &kernel, mac, None, &token, &base)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((kernel, plan))
+    })
+    .await
+    .map_err(|e| fail(format!("store task failed: {e}")))?
+    .map_err(fail)?;
+    let token = plan.token.clone();
+    images.machines.issue(mac, setup, plan);
+    Ok(ComposeBoot {
+        kernel,
+        initramfs: images.initramfs.clone(),
+        token,
+    })
 }
 
 /// The facts of a script request: the MAC from the path, the arch from iPXE's platform

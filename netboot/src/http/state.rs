@@ -43,6 +43,19 @@ pub struct ImageRoutes {
     pub store: imaged::store::Store,
     /// The carte initramfs, a path under the data folder, served at `/files/`.
     pub initramfs: String,
+    /// Plans issued per boot and the machines' states.
+    pub machines: Arc<crate::machines::Machines>,
+}
+
+impl ImageRoutes {
+    /// Routes over `store`, with no machine known yet.
+    pub fn new(store: imaged::store::Store, initramfs: &str) -> ImageRoutes {
+        ImageRoutes {
+            store,
+            initramfs: initramfs.to_string(),
+            machines: Arc::default(),
+        }
+    }
 }
 
 /// Everything a request handler reads. Cheap to clone.
@@ -74,6 +87,12 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/boot/blobs/sha256/{digest}",
             get(super::boot_blobs::boot_blob),
+        )
+        .route("/api/v1/machines", get(super::machines::list))
+        .route("/api/v1/machines/{mac}/plan", get(super::machines::plan))
+        .route(
+            "/api/v1/machines/{mac}/events",
+            axum::routing::post(super::machines::event),
         )
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state);
