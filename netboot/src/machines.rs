@@ -112,6 +112,41 @@ impl Machines {
     }
 }
 
+/// The table `netbootd machines` prints: one line per machine with its setup, stage,
+/// progress and last error.
+pub fn table(states: &[MachineState]) -> String {
+    let mut out = format!(
+        "{:<18} {:<20} {:<12} {:<22} {}\n",
+        "MACHINE", "SETUP", "STAGE", "PROGRESS", "LAST ERROR"
+    );
+    for s in states {
+        let stage = s.stage.map_or_else(
+            || "-".to_string(),
+            |st| {
+                serde_json::to_value(st)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default()
+            },
+        );
+        let progress = match (s.bytes_done, s.bytes_total) {
+            (Some(d), Some(t)) if t > 0 => format!("{d}/{t} ({}%)", d.saturating_mul(100) / t),
+            (Some(d), _) => d.to_string(),
+            _ => "-".to_string(),
+        };
+        let who = s.name.clone().unwrap_or_else(|| s.mac.clone());
+        out.push_str(&format!(
+            "{:<18} {:<20} {:<12} {:<22} {}\n",
+            who,
+            s.setup.as_deref().unwrap_or("-"),
+            stage,
+            progress,
+            s.last_error.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +235,33 @@ mod tests {
         assert_eq!((s[0].bytes_done, s[0].bytes_total), (Some(5), Some(9)));
         assert_eq!(s[0].last_error.as_deref(), Some("fetch debian@7: boom"));
         assert_eq!(s[0].updated_unix, Some(11));
+    }
+
+    #[test]
+    fn table_shows_setup_stage_progress_and_error() {
+        let mut s = MachineState::new("52:54:00:00:00:01");
+        s.setup = Some("lab".into());
+        s.apply(&Event::failed(Stage::Fetch, "fetch debian@7: reset"), 1);
+        s.apply(&Event::progress(Stage::Fetch, 25, 100, "debian"), 2);
+        let t = table(&[s, MachineState::new("52:54:00:00:00:02")]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with("MACHINE"), "{t}");
+        let words: Vec<&str> = lines[1].split_whitespace().collect();
+        assert_eq!(
+            words,
+            [
+                "52:54:00:00:00:01",
+                "lab",
+                "fetch",
+                "25/100",
+                "(25%)",
+                "fetch",
+                "debian@7:",
+                "reset"
+            ]
+        );
+        let words: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(words, ["52:54:00:00:00:02", "-", "-", "-", "-"]);
     }
 }

@@ -25,6 +25,15 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// List the machines a running netbootd booted: setup, stage, progress, last error.
+    Machines {
+        /// netbootd's base URL, e.g. http://192.0.2.1:8080.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// File holding an admin token (else CARTE_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Work with boot policy folders.
     Policy {
         #[command(subcommand)]
@@ -150,6 +159,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Machines { server, token_file } => machines(&server, token_file.as_deref()),
         Command::Policy {
             command: PolicyCommand::Check { dir, data_dir },
         } => policy_check(&dir, data_dir.as_deref()),
@@ -161,6 +171,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn machines(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let token = match token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("read token file {}", f.display()))?,
+        None => std::env::var("CARTE_TOKEN")
+            .context("no token: set CARTE_TOKEN or pass --token-file (an admin token)")?,
+    };
+    let url = format!("{}/api/v1/machines", server.trim_end_matches('/'));
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut resp = agent
+        .get(&url)
+        .header("Authorization", format!("Bearer {}", token.trim()))
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_string()
+        .with_context(|| format!("read the answer of {url}"))?;
+    if status != 200 {
+        anyhow::bail!("GET {url}: server answered {status}: {}", body.trim());
+    }
+    let states: Vec<carte_contract::MachineState> =
+        serde_json::from_str(&body).with_context(|| format!("bad answer from {url}"))?;
+    print!("{}", netboot::machines::table(&states));
+    Ok(ExitCode::SUCCESS)
 }
 
 fn policy_check(

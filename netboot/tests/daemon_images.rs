@@ -1,6 +1,6 @@
 //! `daemon::serve` wires the image store in: it opens `$DATA/carte.db` and `$DATA/blobs`,
 //! validates image setups against that store at start (file and line), and serves
-//! `/api/v1` beside the boot routes.
+//! `/api/v1` beside the boot routes, which `netbootd machines` asks.
 
 use std::time::{Duration, Instant};
 
@@ -126,6 +126,30 @@ async fn the_daemon_opens_the_store_and_checks_image_setups_against_it() {
         names.iter().map(|i| i.name.as_str()).collect::<Vec<_>>(),
         ["debian"]
     );
+    // `netbootd machines` asks the running daemon (no machine has booted yet).
+    let run = |token: String| {
+        let base = base.clone();
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_netbootd"))
+                .args(["machines", "--server", &base])
+                .env("CARTE_TOKEN", token)
+                .env("RUST_LOG", "off")
+                .output()
+                .expect("run netbootd machines")
+        })
+    };
+    let out = run(token.clone()).await.expect("task");
+    assert!(out.status.success(), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(stdout.starts_with("MACHINE"), "{stdout}");
+    let out = run("carte_wrong".into()).await.expect("task");
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "{out:?}"
+    );
+
     stop.cancel();
     daemon.await.expect("join").expect("clean stop");
     assert!(data.join("carte.db").is_file());
