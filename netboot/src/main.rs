@@ -168,6 +168,9 @@ fn policy_check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
             for e in &errors.0 {
                 eprintln!("{e}");
             }
+            let n = errors.0.len();
+            let plural = if n == 1 { "problem" } else { "problems" };
+            eprintln!("{}: {n} {plural}, policy not valid", dir.display());
             Ok(ExitCode::FAILURE)
         }
     }

@@ -1,12 +1,120 @@
-//! Live reload of the policy folder. STUB: being implemented.
+//! Live reload of the policy folder: the folder is watched with `notify`, bursts of
+//! changes are debounced, and the whole folder is reloaded; only a policy that validates
+//! replaces the one in force.
+//!
+//! The watcher runs on its own OS thread (not a tokio task), so it works the same inside
+//! or outside a runtime, and it stops once every clone of the returned handle is gone.
+//! It watches the folder, not single files, so editors that write a temp file and rename
+//! it over the original are seen. It does not follow the folder if the folder itself is
+//! replaced or removed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{mpsc, Arc};
+use std::time::Duration;
 
-use super::{PolicyErrors, PolicyHandle};
+use notify::{RecursiveMode, Watcher};
+
+use super::load::is_policy_file_name;
+use super::{PolicyError, PolicyErrors, PolicyHandle};
+
+/// Quiet time after the last change before reloading, so a burst of writes (an editor's
+/// temp file, rename and chmod) costs one reload.
+const DEBOUNCE: Duration = Duration::from_millis(200);
+
+/// How often the watcher thread checks whether anyone still holds the handle.
+const LIVENESS: Duration = Duration::from_secs(1);
 
 /// Loads `dir` once (failing if it is invalid), then keeps the returned handle up to date
 /// as files change; an invalid edit is logged with file and line and ignored.
 pub fn watch(dir: &Path) -> Result<PolicyHandle, PolicyErrors> {
     let policy = super::load_dir(dir)?;
-    Ok(PolicyHandle::new(policy))
+    let handle = PolicyHandle::new(policy);
+    let (tx, rx) = mpsc::channel();
+    let watch_dir = dir.to_path_buf();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let relevant = match &event {
+            Ok(ev) => ev.need_rescan() || ev.paths.iter().any(|p| concerns_policy(&watch_dir, p)),
+            // A watcher error may mean lost events: reload to be sure.
+            Err(_) => true,
+        };
+        if relevant {
+            // The receiver is gone only when the thread has ended; nothing left to do.
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| watch_error(dir, &e))?;
+    watcher
+        .watch(dir, RecursiveMode::NonRecursive)
+        .map_err(|e| watch_error(dir, &e))?;
+    let weak = Arc::downgrade(&handle.inner);
+    let thread_dir = dir.to_path_buf();
+    let spawned = std::thread::Builder::new()
+        .name("policy-watch".into())
+        .spawn(move || {
+            // Owning the watcher here keeps it alive exactly as long as this thread.
+            let _watcher = watcher;
+            loop {
+                match rx.recv_timeout(LIVENESS) {
+                    Ok(()) => {}
+                    Err(mpsc::RecvTimeoutError::Timeout) => {
+                        if weak.strong_count() == 0 {
+                            return;
+                        }
+                        continue;
+                    }
+                    Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                }
+                while rx.recv_timeout(DEBOUNCE).is_ok() {}
+                let Some(inner) = weak.upgrade() else { return };
+                reload(&thread_dir, &PolicyHandle { inner });
+            }
+        });
+    if let Err(e) = spawned {
+        return Err(watch_error(dir, &e));
+    }
+    tracing::info!(dir = %dir.display(), "watching policy folder");
+    Ok(handle)
+}
+
+/// Loads the folder and swaps the policy in only if it validates.
+fn reload(dir: &Path, handle: &PolicyHandle) {
+    match super::load_dir(dir) {
+        Ok(policy) => {
+            tracing::info!(
+                dir = %dir.display(),
+                setups = policy.setups.len(),
+                groups = policy.groups.len(),
+                machines = policy.machines.len(),
+                "policy reloaded"
+            );
+            handle.replace(policy);
+        }
+        Err(errors) => {
+            for e in &errors.0 {
+                tracing::warn!(
+                    file = %e.file.display(),
+                    line = e.line,
+                    "policy edit rejected, keeping the last good policy: {e}"
+                );
+            }
+        }
+    }
+}
+
+/// True for a change to a policy file or to the folder itself; editor temp files alone
+/// do not cause a reload.
+fn concerns_policy(dir: &Path, path: &Path) -> bool {
+    path == dir
+        || path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(is_policy_file_name)
+}
+
+fn watch_error(dir: &Path, e: &dyn std::fmt::Display) -> PolicyErrors {
+    PolicyErrors(vec![PolicyError {
+        file: PathBuf::from(dir),
+        line: 0,
+        message: format!("cannot watch policy folder: {e}"),
+    }])
 }

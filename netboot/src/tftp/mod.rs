@@ -1,14 +1,37 @@
-//! TFTP: read-only, first-stage files only. STUB: being implemented.
+//! TFTP: a small read-only server on tokio for first-stage files (iPXE binaries and one
+//! optional small folder).
+//!
+//! Modules: `packet` (wire format), `options` (negotiation), `path` (name to file inside a
+//! root), `transfer` (one RRQ on its own socket), `listener` (the request loop).
+//!
+//! Deliberately absent: writes (WRQ gets ERROR 2), netascii translation (netascii requests
+//! are served byte for byte like octet, since only binaries are served here), large files
+//! (kernels and images go over HTTP), and per-client state in the listener. We do not use
+//! async-tftp 0.4: it ignores the client's ERROR after OACK (the UEFI tsize probe) and keeps
+//! retransmitting, which delays OVMF's boot.
+
+mod listener;
+pub mod options;
+pub mod packet;
+pub mod path;
+pub mod transfer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
+pub use listener::BoundTftp;
+
 use crate::config::TftpConfig;
+use crate::ratelimit::RateLimiter;
 
 #[derive(Clone, Debug)]
 pub struct TftpService {
+    /// Port 0 binds an ephemeral port (tests learn it from [`BoundTftp::local_addr`]).
     pub bind: SocketAddr,
     /// Folders searched in order; the first that holds a requested name serves it.
     pub roots: Vec<PathBuf>,
@@ -25,8 +48,28 @@ pub enum TftpError {
 }
 
 impl TftpService {
+    /// Binds the request socket; nothing is served until [`BoundTftp::run`].
+    pub async fn bind(self) -> Result<BoundTftp, TftpError> {
+        let socket = UdpSocket::bind(self.bind)
+            .await
+            .map_err(|source| TftpError::Bind {
+                addr: self.bind,
+                source,
+            })?;
+        Ok(BoundTftp {
+            socket,
+            ctx: transfer::Context {
+                ip: self.bind.ip(),
+                roots: self.roots.into(),
+                config: self.config,
+                noise: Arc::new(RateLimiter::new(20, Duration::from_secs(10))),
+            },
+        })
+    }
+
+    /// Binds and serves until `shutdown` fires.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), TftpError> {
-        shutdown.cancelled().await;
+        self.bind().await?.run(shutdown).await;
         Ok(())
     }
 }
