@@ -38,8 +38,8 @@ pub enum ConsoleError {
     },
 }
 
-/// Removes ANSI/VT100 escape sequences, `\r`, backspaces and other control characters
-/// except `\n` and `\t`.
+/// Removes ANSI/VT100 escape sequences, `\r` and other control characters except `\n`
+/// and `\t`; a backspace erases the character before it on the same line.
 pub fn clean(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let mut out = String::with_capacity(text.len());
@@ -62,12 +62,24 @@ pub fn clean(raw: &[u8]) -> String {
                 // Two-character escapes such as ESC c (reset).
                 Some(_) | None => {}
             },
+            // Backspace erases, as on a terminal (iPXE erases its prompts this way).
+            '\u{8}' => {
+                if !out.ends_with('\n') {
+                    out.pop();
+                }
+            }
             '\n' | '\t' => out.push(c),
             c if c.is_control() => {}
             c => out.push(c),
         }
     }
     out
+}
+
+/// The last octet of the address in an iPXE line `net0: 192.0.2.N/MASK ...`.
+pub fn ipxe_host_octet(line: &str) -> Option<u8> {
+    let rest = line.split("net0: 192.0.2.").nth(1)?;
+    rest.split('/').next()?.parse().ok()
 }
 
 /// The last `n` characters of `s`, on a character boundary.
@@ -217,9 +229,18 @@ mod tests {
             b"\x1b[1m\x1b[37m\x1b[40miPXE 1.0\x1b[0m -- x\r\n",
             "iPXE 1.0 -- x\n",
         );
-        check_clean(b"line...\x08 \x08\x08 \x08net0: up\n", "line... net0: up\n");
+        check_clean(b"line...\x08 \x08\x08 \x08net0: up\n", "line.net0: up\n");
+        check_clean(b"a\n\x08b\n", "a\nb\n");
         check_clean(b"\x1b(Bplain\ttab\n", "plain\ttab\n");
         check_clean(b"no newline", "no newline");
+    }
+
+    #[test]
+    fn ipxe_host_octet_reads_ipxe_lines() {
+        let check = |line, expected| assert_eq!(ipxe_host_octet(line), expected, "{line}");
+        check("net0: 192.0.2.57/255.255.255.0 gw 192.0.2.1", Some(57));
+        check("net0: 192.0.2.100/255.255.255.0", Some(100));
+        check("net0: fe80::5054:ff:fe00:1/64", None);
     }
 
     #[test]

@@ -22,3 +22,7 @@ pub use console::Console;
 pub use lab::{Lab, Peer};
 pub use machine::{Firmware, Machine, MachineSpec};
 pub use netbootd::{DhcpMode, Netbootd};
+
+/// Upper bound for one PXE boot to the test initrd under TCG (SeaBIOS ~30 s, OVMF ~40 s,
+/// with room for a loaded CI host).
+pub const BOOT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(180);
