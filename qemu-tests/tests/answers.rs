@@ -11,8 +11,8 @@ use qemu_tests::machine::CMDLINE_MARKER;
 use qemu_tests::BOOT_TIMEOUT;
 use qemu_tests::{policy, prereq, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd};
 
-/// What netbootd's wait script prints each time round (netboot/src/ipxe.rs).
-const WAIT_MESSAGE: &str = "carte: waiting";
+/// What netbootd's wait script prints each time it asks (netboot/src/ipxe.rs).
+const WAIT_MESSAGE: &str = "waiting for a setup";
 
 #[test]
 fn local_leaves_ipxe_for_the_disk() -> anyhow::Result<()> {
@@ -31,8 +31,9 @@ fn local_leaves_ipxe_for_the_disk() -> anyhow::Result<()> {
         &lab,
         &MachineSpec::pxe("local", Firmware::Bios, "tap0", mac),
     )?;
-    // iPXE got an address and its script from netbootd ...
+    // iPXE got an address and the `local` script from netbootd ...
     m.expect("net0: 192.0.2.", BOOT_TIMEOUT)?;
+    m.expect("booting the local disk", BOOT_TIMEOUT)?;
     // ... then gives the machine back to the firmware, which tries its disks.
     let (_, line) = m.expect_any(
         &["Booting from Hard Disk", "No bootable device"],
