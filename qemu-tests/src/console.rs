@@ -10,6 +10,9 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+/// Width of the text screen SeaBIOS mirrors to the serial port.
+pub const SCREEN_COLS: usize = 80;
+
 /// How much of the console an error message shows.
 const TAIL_CHARS: usize = 3000;
 
@@ -39,7 +42,8 @@ pub enum ConsoleError {
 }
 
 /// Removes ANSI/VT100 escape sequences, `\r` and other control characters except `\n`
-/// and `\t`; a backspace erases the character before it on the same line.
+/// and `\t`; a backspace erases the character before it on the same line; a line break
+/// right after exactly [`SCREEN_COLS`] characters (a screen wrap) is dropped.
 pub fn clean(raw: &[u8]) -> String {
     let text = String::from_utf8_lossy(raw);
     let mut out = String::with_capacity(text.len());
@@ -68,6 +72,9 @@ pub fn clean(raw: &[u8]) -> String {
                     out.pop();
                 }
             }
+            // SeaBIOS's serial console mirrors an 80-column screen and breaks longer
+            // lines there; join them back so a message matches whatever its length.
+            '\n' if out.rsplit('\n').next().map_or(0, |l| l.chars().count()) == SCREEN_COLS => {}
             '\n' | '\t' => out.push(c),
             c if c.is_control() => {}
             c => out.push(c),
@@ -231,6 +238,12 @@ mod tests {
         );
         check_clean(b"line...\x08 \x08\x08 \x08net0: up\n", "line.net0: up\n");
         check_clean(b"a\n\x08b\n", "a\nb\n");
+        let wrapped = format!("{}\r\n disk\r\nnext\r\n", "x".repeat(78) + " a");
+        check_clean(
+            wrapped.as_bytes(),
+            &format!("{} disk\nnext\n", "x".repeat(78) + " a"),
+        );
+        check_clean(b"short\r\nline\r\n", "short\nline\n");
         check_clean(b"\x1b(Bplain\ttab\n", "plain\ttab\n");
         check_clean(b"no newline", "no newline");
     }
