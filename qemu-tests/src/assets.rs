@@ -106,7 +106,8 @@ pub fn ovmf() -> Result<(PathBuf, PathBuf), AssetError> {
     .ok_or(AssetError::NoOvmf)
 }
 
-/// Debian's iPXE first stages (`ipxe` package).
+/// Debian's iPXE first stages (`ipxe` package), or `CARTE_TEST_IPXE_DIR`.
 pub fn ipxe_dir() -> PathBuf {
-    PathBuf::from("/usr/lib/ipxe")
+    std::env::var_os("CARTE_TEST_IPXE_DIR")
+        .map_or_else(|| PathBuf::from("/usr/lib/ipxe"), PathBuf::from)
 }
