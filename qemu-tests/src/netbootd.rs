@@ -67,6 +67,7 @@ pub struct Netbootd {
     child: Child,
     dir: tempfile::TempDir,
     log: PathBuf,
+    log_on_drop: bool,
 }
 
 fn prepare<T>(path: &Path, r: std::io::Result<T>) -> Result<T, NetbootdError> {
@@ -137,7 +138,12 @@ impl Netbootd {
             .stdout(out)
             .stderr(err);
         let child = proc::spawn(&mut cmd)?;
-        let mut me = Self { child, dir, log };
+        let mut me = Self {
+            child,
+            dir,
+            log,
+            log_on_drop: true,
+        };
         me.wait_listening(lab, Duration::from_secs(20))?;
         Ok(me)
     }
@@ -174,6 +180,12 @@ impl Netbootd {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// Whether dropping prints the log tail (on by default, for failed tests; the demo
+    /// turns it off).
+    pub fn set_log_on_drop(&mut self, on: bool) {
+        self.log_on_drop = on;
     }
 
     pub fn policy_dir(&self) -> PathBuf {
@@ -234,6 +246,9 @@ impl Drop for Netbootd {
         proc::stop(&mut self.child, Duration::from_secs(3));
         // The test harness shows captured output only for failing tests, so the log of
         // a failed run is at hand, also when the test returned an error.
+        if !self.log_on_drop {
+            return;
+        }
         eprintln!(
             "---- netbootd log (tail) ----\n{}",
             console::tail(&self.log(), 8000)

@@ -46,5 +46,12 @@ fn full_dhcp_seabios_boots_the_setup() -> anyhow::Result<()> {
             netbootd.log()
         );
     }
+    // The machine was already iPXE (QEMU's ROM): it got the HTTP entry script, no TFTP.
+    let decided = netbootd.log_lines_with(&["decision", MAC, "arch=bios", "ipxe=true"]);
+    assert!(
+        !decided.is_empty(),
+        "no decision logged:\n{}",
+        netbootd.log()
+    );
     Ok(())
 }

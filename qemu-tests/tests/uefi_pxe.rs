@@ -37,10 +37,14 @@ fn ovmf_uefi_pxe_boots_the_setup() -> anyhow::Result<()> {
         "{cmdline:?}\nnetbootd log:\n{}",
         netbootd.log()
     );
-    let log = netbootd.log();
+    // netbootd saw the firmware's arch (7: x64 UEFI), not iPXE, and sent ipxe.efi by TFTP.
+    let decided = netbootd.log_lines_with(&["decision", MAC, "arch=efi-x64", "ipxe=false"]);
     assert!(
-        log.contains("ipxe.efi"),
-        "no TFTP of ipxe.efi in the log:\n{log}"
+        !decided.is_empty(),
+        "no UEFI PXE decision:\n{}",
+        netbootd.log()
     );
+    let sent = netbootd.log_lines_with(&["tftp", "file=ipxe.efi", "sent"]);
+    assert!(!sent.is_empty(), "no TFTP of ipxe.efi:\n{}", netbootd.log());
     Ok(())
 }

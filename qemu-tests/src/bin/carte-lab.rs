@@ -30,8 +30,9 @@ fn demo() -> anyhow::Result<()> {
     let lab = Lab::new().context("creating the lab namespace")?;
     lab.tap("tap0")?;
     let policy = policy::boot_everyone("demo");
-    let netbootd = Netbootd::start(&lab, DhcpMode::Full, &[("demo.toml", &policy)])
+    let mut netbootd = Netbootd::start(&lab, DhcpMode::Full, &[("demo.toml", &policy)])
         .context("starting netbootd")?;
+    netbootd.set_log_on_drop(false);
     println!(
         "carte-lab: namespace {}, netbootd on 192.0.2.1 (full DHCP), policy:\n{}",
         lab.name(),
