@@ -24,7 +24,15 @@ fn ovmf_uefi_pxe_boots_the_setup() -> anyhow::Result<()> {
     m.expect("Start PXE over IPv4", BOOT_TIMEOUT)?;
     let nbp = m.expect("NBP filename is", BOOT_TIMEOUT)?;
     assert!(nbp.ends_with("ipxe.efi"), "first stage: {nbp}");
-    m.expect("NBP file downloaded successfully", BOOT_TIMEOUT)?;
+    // A PXE-Exx line is the firmware giving up (PXE-E23: TFTP error from the server).
+    let (outcome, line) =
+        m.expect_any(&["NBP file downloaded successfully", "PXE-E"], BOOT_TIMEOUT)?;
+    anyhow::ensure!(
+        outcome == 0,
+        "UEFI PXE failed: {line}\nconsole:\n{}\nnetbootd log:\n{}",
+        m.console_tail(),
+        netbootd.log()
+    );
     // Then iPXE (from ipxe.efi) runs and fetches the rest.
     m.expect("iPXE initialising devices", BOOT_TIMEOUT)?;
     let cmdline = m.wait_cmdline(BOOT_TIMEOUT)?;
