@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use qemu_tests::machine::CMDLINE_MARKER;
 use qemu_tests::{accel, assets, policy, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
@@ -41,9 +42,10 @@ fn demo() -> anyhow::Result<()> {
     let spec = MachineSpec::pxe("demo", Firmware::Bios, "tap0", "52:54:00:c0:ff:01");
     let mut m = Machine::pxe(&lab, &spec)?;
     println!("carte-lab: QEMU (SeaBIOS, iPXE ROM) is PXE-booting; this takes about 30 s under TCG");
-    let line = m
-        .expect("CARTE-CMDLINE: ", BOOT_TIMEOUT)
+    let cmdline = m
+        .wait_cmdline(BOOT_TIMEOUT)
         .with_context(|| format!("netbootd log:\n{}", netbootd.log()))?;
+    let line = format!("{CMDLINE_MARKER}{cmdline}");
     let boot = m.elapsed();
     println!("\nthe machine printed:\n  {line}\n");
     println!(
@@ -66,8 +68,8 @@ fn direct() -> anyhow::Result<()> {
         &initrd,
         "console=ttyS0 quiet panic=-1 carte.test=direct",
     )?;
-    let line = m.expect("CARTE-CMDLINE: ", Duration::from_secs(60))?;
-    println!("{line}");
+    let cmdline = m.wait_cmdline(Duration::from_secs(60))?;
+    println!("{CMDLINE_MARKER}{cmdline}");
     println!("({accel}, {:.1} s)", m.elapsed().as_secs_f64());
     Ok(())
 }
