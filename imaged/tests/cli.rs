@@ -1,0 +1,262 @@
+//! The `imaged` binary end to end: tokens made locally, `serve` on 127.0.0.1, then push,
+//! pull, ls, show and rm against it with a token from the environment or a file.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_imaged");
+
+fn run(args: &[&str], token: Option<&str>) -> Output {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("CARTE_TOKEN")
+        .env_remove("CARTE_DATA");
+    if let Some(t) = token {
+        c.env("CARTE_TOKEN", t);
+    }
+    c.output().expect("run imaged")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "imaged failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Kills the server we started (by its own handle) even when the test fails.
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn token(data: &Path, role: &str, name: &str) -> String {
+    let d = data.to_str().expect("utf-8 path");
+    let out = run(
+        &[
+            "--data", d, "token", "create", "--role", role, "--name", name,
+        ],
+        None,
+    );
+    let t = ok(&out).trim().to_string();
+    assert!(t.starts_with("carte_"), "{t}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shown once"));
+    t
+}
+
+#[test]
+fn push_pull_ls_show_rm_through_a_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let d = data.to_str().expect("utf-8");
+    let _root = token(&data, "admin", "root");
+    let alice = token(&data, "user", "alice");
+    let bob = token(&data, "user", "bob");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let _server = Kill(
+        Command::new(BIN)
+            .args(["serve", "--data", d, "--listen", &addr])
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn serve"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let url = format!("http://{addr}");
+
+    let file = dir.path().join("home.ext4");
+    let content: Vec<u8> = (0..2_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(&file, &content).expect("write");
+    let f = file.to_str().expect("utf-8");
+    let out = run(
+        &[
+            "--server",
+            &url,
+            "push",
+            "home",
+            f,
+            "--kind",
+            "user",
+            "--format",
+            "ext4",
+            "--mount-point",
+            "/home/alice",
+        ],
+        Some(&alice),
+    );
+    assert_eq!(ok(&out).trim(), "home@1");
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        progress.contains("2000000/2000000 bytes") && progress.contains("ETA"),
+        "{progress}"
+    );
+
+    let out = run(
+        &["--server", &url, "push", "home", f, "--kind", "user"],
+        Some(&alice),
+    );
+    assert_eq!(
+        ok(&out).trim(),
+        "home@2",
+        "an existing image gets a new version"
+    );
+
+    let pulled = dir.path().join("pulled");
+    let p = pulled.to_str().expect("utf-8");
+    let out = run(
+        &["--server", &url, "pull", "home@latest", "-o", p],
+        Some(&alice),
+    );
+    ok(&out);
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains("2000000/2000000 bytes"), "{progress}");
+    assert_eq!(std::fs::read(&pulled).expect("read"), content);
+
+    let ls = ok(&run(&["--server", &url, "ls"], Some(&alice)));
+    assert!(
+        ls.contains("home") && ls.contains("user") && ls.contains("alice"),
+        "{ls}"
+    );
+    assert!(ok(&run(&["--server", &url, "ls"], Some(&bob)))
+        .trim()
+        .is_empty());
+
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{alice}\n")).expect("write token");
+    let tf = token_file.to_str().expect("utf-8");
+    let show = ok(&run(
+        &["--server", &url, "--token-file", tf, "show", "home"],
+        None,
+    ));
+    let v: serde_json::Value = serde_json::from_str(&show).expect("json");
+    assert_eq!(v["versions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(v["versions"][0]["layer"]["mount_point"], "/home/alice");
+
+    let denied = run(&["--server", &url, "rm", "home"], Some(&bob));
+    assert!(!denied.status.success());
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("403"),
+        "{denied:?}"
+    );
+    let no_token = run(&["--server", &url, "ls"], None);
+    assert!(!no_token.status.success());
+
+    // The local folder, as admin, sees the same store (SQLite in WAL, shared).
+    assert!(ok(&run(&["--data", d, "ls"], None)).contains("home"));
+    ok(&run(&["--server", &url, "rm", "home"], Some(&alice)));
+    assert!(!ok(&run(&["--data", d, "ls"], None)).contains("home"));
+}
+
+#[test]
+fn local_push_pull_and_gc() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let file = dir.path().join("base.erofs");
+    std::fs::write(&file, b"an erofs image").expect("write");
+    let f = file.to_str().expect("utf-8");
+    assert_eq!(
+        ok(&run(
+            &["--data", d, "push", "base", f, "--kind", "system"],
+            None
+        ))
+        .trim(),
+        "base@1"
+    );
+    let out = dir.path().join("out");
+    let o = out.to_str().expect("utf-8");
+    ok(&run(&["--data", d, "pull", "base@1", "-o", o], None));
+    assert_eq!(std::fs::read(&out).expect("read"), b"an erofs image");
+    let gc: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data", d, "gc"], None))).expect("json");
+    assert_eq!(gc["deleted_blobs"], 0, "the referenced blob stays");
+    let missing = run(&["ls"], None);
+    assert!(
+        !missing.status.success(),
+        "no --data nor --server is an error"
+    );
+}
+
+#[test]
+fn kernel_push_records_release_and_derived_artefacts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let write = |name: &str, content: &[u8]| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, content).expect("write");
+        p.to_str().expect("utf-8").to_string()
+    };
+    let (layer, vmlinuz, modules) = (
+        write("modules.erofs", b"erofs of /lib/modules"),
+        write("vmlinuz", b"MZ bzImage"),
+        write("modules.cpio", b"070701..."),
+    );
+    let base = ["--data", d, "push", "linux", &layer, "--kind", "kernel"];
+    let no_release = run(
+        &[&base[..], &["--vmlinuz", &vmlinuz, "--modules", &modules]].concat(),
+        None,
+    );
+    assert!(!no_release.status.success());
+    assert!(String::from_utf8_lossy(&no_release.stderr).contains("kernel_release"));
+    let out = run(
+        &[
+            &base[..],
+            &[
+                "--vmlinuz",
+                &vmlinuz,
+                "--modules",
+                &modules,
+                "--kernel-release",
+                "6.1.0-13-amd64",
+            ],
+        ]
+        .concat(),
+        None,
+    );
+    assert_eq!(ok(&out).trim(), "linux@1");
+    let got = dir.path().join("got-vmlinuz");
+    let g = got.to_str().expect("utf-8");
+    ok(&run(
+        &[
+            "--data",
+            d,
+            "pull",
+            "linux@latest",
+            "--artefact",
+            "vmlinuz",
+            "-o",
+            g,
+        ],
+        None,
+    ));
+    assert_eq!(std::fs::read(&got).expect("read"), b"MZ bzImage");
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data", d, "show", "linux"], None))).expect("json");
+    let v = &show["versions"][0];
+    assert_eq!(v["layer"]["kernel_release"], "6.1.0-13-amd64");
+    let names: Vec<&str> = v["artefacts"]
+        .as_object()
+        .expect("artefacts")
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(names, ["layer", "modules", "vmlinuz"]);
+}
