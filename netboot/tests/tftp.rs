@@ -524,7 +524,10 @@ async fn traversal_never_leaves_the_root_and_missing_is_error_1() {
     write(&root, "a/inside", b"inside");
     write(&root, "etc/passwd", b"root-local passwd");
     std::fs::create_dir_all(root.join("empty-dir")).expect("mkdir");
-    std::os::unix::fs::symlink(tmp.path().join("x"), root.join("link")).expect("symlink");
+    // A directory link leading out is refused; a file link the admin placed is followed
+    // (Debian ships /usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi).
+    std::os::unix::fs::symlink(tmp.path(), root.join("linkdir")).expect("symlink");
+    std::os::unix::fs::symlink(tmp.path().join("x"), root.join("filelink")).expect("symlink");
     nix::unistd::mkfifo(&root.join("fifo"), nix::sys::stat::Mode::S_IRWXU).expect("mkfifo");
     let server = start(vec![root.clone()], config()).await;
 
@@ -534,7 +537,7 @@ async fn traversal_never_leaves_the_root_and_missing_is_error_1() {
         "..\\x",
         "a/../../x",
         "a\\..\\..\\x",
-        "link",
+        "linkdir/x",
         "empty-dir",
         "fifo",
     ] {
@@ -559,6 +562,10 @@ async fn traversal_never_leaves_the_root_and_missing_is_error_1() {
         .await
         .expect("backslashes");
     assert_eq!(got.data, b"inside");
+    let got = fetch(server.addr, "filelink", &[])
+        .await
+        .expect("a file link placed in the root is followed");
+    assert_eq!(got.data, b"outside");
 }
 
 #[tokio::test]

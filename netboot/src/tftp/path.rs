@@ -1,10 +1,13 @@
 //! Resolving a requested TFTP file name to a regular file inside one of the roots.
 //!
 //! The name is cleaned into plain components first (no `..`, no NUL, `\` as a separator),
-//! then looked up in each root in order; the first root holding the name decides. The real
-//! path is canonicalized and must stay inside the canonical root, so a symlink cannot lead
-//! out. This module only decides; it does not open files or speak TFTP, and its outcomes
-//! never carry real paths to the client.
+//! then looked up in each root in order; the first root holding the name decides. The folder
+//! the name lives in is canonicalized and must stay inside the canonical root, so neither `..`
+//! nor a symlinked directory can lead out. The last component may be a symlink the admin put
+//! in the root, and it is followed to a regular file wherever it points: Debian's `ipxe`
+//! package ships `/usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi`, and the roots are admin-owned
+//! folders, not client-writable ones. This module only decides; it does not open files or
+//! speak TFTP, and its outcomes never carry real paths to the client.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -56,10 +59,21 @@ pub fn resolve(roots: &[PathBuf], name: &str) -> Result<PathBuf, Refusal> {
             Err(e) if is_absent(&e) => continue,
             Err(_) => return Err(Refusal::Refused("cannot inspect file")),
         }
-        let (Ok(real_root), Ok(real)) = (root.canonicalize(), candidate.canonicalize()) else {
+        let parent = candidate.parent().unwrap_or(root);
+        let (Ok(real_root), Ok(real_parent), Ok(real)) = (
+            root.canonicalize(),
+            parent.canonicalize(),
+            candidate.canonicalize(),
+        ) else {
             return Err(Refusal::Refused("cannot canonicalize"));
         };
-        if !real.starts_with(&real_root) {
+        if !real_parent.starts_with(&real_root) {
+            return Err(Refusal::Refused("path leaves its root"));
+        }
+        let last_is_link = std::fs::symlink_metadata(&candidate)
+            .map(|m| m.file_type().is_symlink())
+            .unwrap_or(false);
+        if !last_is_link && !real.starts_with(&real_root) {
             return Err(Refusal::Refused("path leaves its root"));
         }
         return match std::fs::metadata(&real) {
@@ -129,10 +143,8 @@ mod tests {
         assert_eq!(resolve(&roots, "inner"), Ok(real(one.join("sub/f"))));
         assert_eq!(resolve(&roots, "missing"), Err(Refusal::NotFound));
         assert_eq!(resolve(&roots, "both/x"), Err(Refusal::NotFound));
-        assert_eq!(
-            resolve(&roots, "escape"),
-            Err(Refusal::Refused("path leaves its root"))
-        );
+        // A file link the admin put in the root is followed (Debian's ipxe.efi layout).
+        assert_eq!(resolve(&roots, "escape"), Ok(real(outside.clone())));
         assert_eq!(
             resolve(&roots, "updir/secret"),
             Err(Refusal::Refused("path leaves its root"))
