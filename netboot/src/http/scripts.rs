@@ -23,6 +23,8 @@ use crate::ratelimit::RateLimiter;
 
 static BAD_REQUESTS: LazyLock<RateLimiter> =
     LazyLock::new(|| RateLimiter::new(20, Duration::from_secs(60)));
+static RENDER_FAILED: LazyLock<RateLimiter> =
+    LazyLock::new(|| RateLimiter::new(20, Duration::from_secs(60)));
 
 /// The query iPXE sends with the per-machine URL ([`ipxe::machine_url`]).
 #[derive(Debug, Default, serde::Deserialize)]
@@ -88,7 +90,10 @@ pub async fn machine(
     match rendered {
         Ok(script) => script_response(script),
         Err(e) => {
-            tracing::error!("{e}");
+            // Any client can ask for any MAC's script: bound the log lines.
+            if let Some(suppressed) = RENDER_FAILED.allow() {
+                tracing::error!(suppressed, "{e}");
+            }
             e.into_response()
         }
     }
