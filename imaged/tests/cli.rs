@@ -356,6 +356,44 @@ fn build_prints_json_and_pushes_layers_and_kernels() {
         );
     }
 
+    // A raw disk: zstd-encoded for transfer, so the version records what is written.
+    let disk = dir.path().join("disk.img");
+    let mut img = vec![0u8; 1 << 20];
+    img[510] = 0x55;
+    img[511] = 0xaa;
+    std::fs::write(&disk, &img).expect("write");
+    let rout = dir.path().join("rout");
+    let raw: serde_json::Value = serde_json::from_str(&ok(&run(
+        &[
+            "--data",
+            d,
+            "build",
+            "raw",
+            disk.to_str().expect("utf-8"),
+            "--out",
+            rout.to_str().expect("utf-8"),
+            "--push",
+            "disk",
+            "--kind",
+            "system",
+        ],
+        None,
+    )))
+    .expect("json");
+    assert_eq!(raw["layer"]["encoding"], "zstd");
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data", d, "show", "disk"], None))).expect("json");
+    let v = &show["versions"][0];
+    assert_eq!(v["layer"]["format"], "raw");
+    assert_eq!(v["layer"]["encoding"], "zstd");
+    assert_eq!(v["layer"]["uncompressed_size"], img.len() as u64);
+    assert_eq!(v["layer"]["written_sha256"], raw["layer"]["sha256"]);
+    assert_eq!(
+        v["artefacts"]["layer"]["sha256"],
+        raw["layer"]["encoded_sha256"]
+    );
+    assert!(v["artefacts"]["layer"]["size"].as_u64().expect("size") < 64 * 1024);
+
     let neither = run(&["build", "kernel", "--out", o], None);
     assert!(!neither.status.success(), "a kernel build needs a source");
     let push_no_store = run(&["build", "dir", t, "--out", o, "--push", "x"], None);
