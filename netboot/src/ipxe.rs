@@ -590,6 +590,7 @@ mod tests {
             project: None,
             machine: MachineLayer::Persist,
             sync: SyncPolicy::Never,
+            disk: crate::policy::DiskChoice::Largest,
             cmdline: "console=ttyS0".into(),
         }
     }

@@ -3,8 +3,7 @@
 //! each with its digests, sizes and the URL it is fetched from.
 //!
 //! It reads versions from the store (blocking) and decides nothing the policy did not
-//! say. Not here yet: disk selection from the policy (always the largest disk, never
-//! wiping foreign data), sync-back uploads (the setup's `sync` is not acted on: there is no
+//! say. Not here yet: wiping a disk with foreign data (never allowed), sync-back uploads (the setup's `sync` is not acted on: there is no
 //! upload route for machines yet), `disk` mode.
 
 use carte_contract::{
@@ -17,7 +16,7 @@ use imaged::store::{Store, StoreError};
 
 use crate::ipxe::{ResolvedKernel, BOOT_BLOBS_PATH};
 use crate::mac::MacAddr;
-use crate::policy::{ComposeSpec, MachineLayer};
+use crate::policy::{ComposeSpec, DiskChoice, MachineLayer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -107,7 +106,13 @@ pub fn build(
         },
         mode: Mode::Compose,
         disk: DiskRule {
-            select: DiskSelect::Largest,
+            select: match &spec.disk {
+                DiskChoice::Largest => DiskSelect::Largest,
+                DiskChoice::First => DiskSelect::First,
+                DiskChoice::None => DiskSelect::None,
+                DiskChoice::Device(d) => DiskSelect::Device(d.clone()),
+            },
+            // A disk with foreign data is never initialised: no policy key allows it yet.
             may_wipe: false,
         },
         layers,

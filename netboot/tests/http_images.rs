@@ -292,6 +292,8 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     let plan: carte_contract::Plan = serde_json::from_slice(&r.body).expect("a contract plan");
     assert_eq!(plan.token, token);
     assert_eq!(plan.machine.mac, mac);
+    assert_eq!(plan.disk.select, carte_contract::DiskSelect::Largest);
+    assert!(!plan.disk.may_wipe, "foreign data is never wiped");
     assert_eq!(
         plan.events_url,
         format!("{base}{}", carte_contract::events_path(mac))

@@ -4,7 +4,8 @@
 
 use imaged::model::ImageKind;
 use netboot::policy::{
-    load_dir, load_dir_with, Answer, MachineLayer, MemoryCatalog, PolicyError, SyncPolicy,
+    load_dir, load_dir_with, Answer, DiskChoice, MachineLayer, MemoryCatalog, PolicyError,
+    SyncPolicy,
 };
 
 fn catalog() -> MemoryCatalog {
@@ -60,6 +61,7 @@ project = "exp@latest"
 cmdline = "hugepages=512"
 machine = "ephemeral"
 sync    = "on-next-boot"
+disk    = "/dev/vda"
 "#,
     )
     .expect("valid");
@@ -86,6 +88,7 @@ sync    = "on-next-boot"
         (MachineLayer::Ephemeral, SyncPolicy::OnNextBoot)
     );
     assert_eq!(c.cmdline, "hugepages=512");
+    assert_eq!(c.disk, DiskChoice::Device("/dev/vda".into()));
     assert_eq!(p.setups_using("x11"), ["lab"]);
     assert_eq!(p.setups_using("alice-home"), ["lab"]);
     assert!(p.setups_using("nothing").is_empty());
@@ -178,6 +181,13 @@ fn image_references_are_checked_against_the_catalog() {
         )],
     );
     check(
+        &s("kernel = \"linux@1\"\ndisk = \"/dev/../sda\"\n"),
+        &[(
+            3,
+            "disk = \"/dev/../sda\": expected \"largest\", \"first\", \"none\" or a device",
+        )],
+    );
+    check(
         &s("kernel = \"linux@1\"\ninitrd = [\"extra.cpio\"]\n"),
         &[(3, "initrd does not go with an image kernel")],
     );
@@ -186,7 +196,7 @@ fn image_references_are_checked_against_the_catalog() {
         &s("kernel = \"kernels/vmlinuz\"\nlayers = [\"debian@7\"]\n"),
         &[(
             1,
-            "layers, user, project, machine and sync need an image kernel",
+            "layers, user, project, machine, sync and disk need an image kernel",
         )],
     );
     check(

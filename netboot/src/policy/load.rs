@@ -18,8 +18,8 @@ use imaged::model::{ImageKind, ImageRef, VersionSpec};
 
 use super::catalog::{ImageCatalog, NoCatalog};
 use super::{
-    Answer, BootSpec, ComposeSpec, Group, MachineEntry, MachineLayer, Policy, Selector, Setup,
-    SyncPolicy, BUILTIN_SETUPS,
+    Answer, BootSpec, ComposeSpec, DiskChoice, Group, MachineEntry, MachineLayer, Policy, Selector,
+    Setup, SyncPolicy, BUILTIN_SETUPS,
 };
 use crate::arch::ClientArch;
 use crate::mac::MacAddr;
@@ -78,6 +78,7 @@ struct RawSetup {
     project: Option<Spanned<String>>,
     machine: Option<Spanned<String>>,
     sync: Option<Spanned<String>>,
+    disk: Option<Spanned<String>>,
 }
 
 impl RawSetup {
@@ -88,6 +89,7 @@ impl RawSetup {
             || self.project.is_some()
             || self.machine.is_some()
             || self.sync.is_some()
+            || self.disk.is_some()
     }
 }
 
@@ -561,8 +563,8 @@ fn setup_answer(
             problems.at(
                 origin,
                 format!(
-                    "setup {name:?}: kernel, initrd, cmdline, layers, user, project, machine and \
-                     sync only apply to answer = \"boot\""
+                    "setup {name:?}: kernel, initrd, cmdline, layers, user, project, machine, \
+                     sync and disk only apply to answer = \"boot\""
                 ),
             );
             return None;
@@ -583,7 +585,7 @@ fn setup_answer(
         problems.at(
             origin,
             format!(
-                "setup {name:?}: layers, user, project, machine and sync need an image kernel \
+                "setup {name:?}: layers, user, project, machine, sync and disk need an image kernel \
                  (kernel = \"name@N\" or \"name@latest\")"
             ),
         );
@@ -782,6 +784,22 @@ fn compose_answer(
             SyncPolicy::Never
         }
     };
+    let disk = match setup.disk.as_ref().map(|d| (d.get_ref().as_str(), d)) {
+        None | Some(("largest", _)) => DiskChoice::Largest,
+        Some(("first", _)) => DiskChoice::First,
+        Some(("none", _)) => DiskChoice::None,
+        Some((dev, _)) if is_device(dev) => DiskChoice::Device(dev.to_string()),
+        Some((other, at)) => {
+            problems.at(
+                &src.origin(at),
+                format!(
+                    "setup {name:?}: disk = {other:?}: expected \"largest\", \"first\", \
+                     \"none\" or a device such as \"/dev/vda\""
+                ),
+            );
+            DiskChoice::Largest
+        }
+    };
     if problems.0.len() != before {
         return None;
     }
@@ -792,8 +810,16 @@ fn compose_answer(
         project,
         machine,
         sync,
+        disk,
         cmdline: setup.cmdline.clone(),
     }))
+}
+
+/// `/dev/NAME` with a plain device name (letters, digits).
+fn is_device(value: &str) -> bool {
+    value.strip_prefix("/dev/").is_some_and(|n| {
+        !n.is_empty() && n.len() <= 32 && n.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 /// A kernel or initrd is an http(s) URL or a relative path that stays under data_dir.

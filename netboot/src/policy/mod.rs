@@ -90,6 +90,8 @@ pub struct ComposeSpec {
     pub project: Option<ImageRef>,
     pub machine: MachineLayer,
     pub sync: SyncPolicy,
+    /// Which local disk holds the layer cache; carte never wipes a disk with foreign data.
+    pub disk: DiskChoice,
     /// Extra kernel command line; carte's own arguments are appended by the renderer.
     pub cmdline: String,
 }
@@ -112,6 +114,20 @@ pub enum MachineLayer {
     Persist,
     /// Started empty at every boot.
     Ephemeral,
+}
+
+/// `disk = ...` of an image setup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DiskChoice {
+    /// The largest non-removable disk (the default).
+    #[default]
+    Largest,
+    /// The first non-removable disk in kernel order.
+    First,
+    /// No disk: the cache lives in RAM for this boot.
+    None,
+    /// This device (`/dev/vda`).
+    Device(String),
 }
 
 /// When changes to machine and user layers go back to the server.
