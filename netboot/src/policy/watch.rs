@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
-use notify::{RecursiveMode, Watcher};
+use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::load::is_policy_file_name;
 use super::{PolicyError, PolicyErrors, PolicyHandle};
@@ -33,6 +33,9 @@ pub fn watch(dir: &Path) -> Result<PolicyHandle, PolicyErrors> {
     let watch_dir = dir.to_path_buf();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
         let relevant = match &event {
+            // Reading a file (our own reload, `policy check`, an editor opening it) is not
+            // a change; counting it made every reload trigger the next one, forever.
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => false,
             Ok(ev) => ev.need_rescan() || ev.paths.iter().any(|p| concerns_policy(&watch_dir, p)),
             // A watcher error may mean lost events: reload to be sure.
             Err(_) => true,
