@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netboot::config::TftpConfig;
-use netboot::tftp::TftpService;
+use netboot::tftp::{Root, TftpService};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ impl Drop for Server {
 async fn start(roots: Vec<PathBuf>, config: TftpConfig) -> Server {
     let bound = TftpService {
         bind: "127.0.0.1:0".parse().expect("addr"),
-        roots,
+        roots: roots.into_iter().map(Root::contained).collect(),
         config,
     }
     .bind()

@@ -17,7 +17,6 @@ pub mod path;
 pub mod transfer;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +24,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 pub use listener::BoundTftp;
+pub use path::Root;
 
 use crate::config::TftpConfig;
 use crate::ratelimit::RateLimiter;
@@ -34,7 +34,7 @@ pub struct TftpService {
     /// Port 0 binds an ephemeral port (tests learn it from [`BoundTftp::local_addr`]).
     pub bind: SocketAddr,
     /// Folders searched in order; the first that holds a requested name serves it.
-    pub roots: Vec<PathBuf>,
+    pub roots: Vec<Root>,
     pub config: TftpConfig,
 }
 

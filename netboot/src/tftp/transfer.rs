@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
@@ -65,7 +64,7 @@ pub enum TransferError {
 pub struct Context {
     /// The address transfer sockets bind to (port 0: the kernel picks the TID).
     pub ip: IpAddr,
-    pub roots: Arc<[PathBuf]>,
+    pub roots: Arc<[path::Root]>,
     pub config: TftpConfig,
     /// Shared limiter for log lines a client can trigger.
     pub noise: Arc<RateLimiter>,
