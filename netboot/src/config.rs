@@ -98,6 +98,11 @@ pub struct TftpConfig {
     pub retries: u8,
     /// An extra small folder served after the iPXE binaries (first-stage files only).
     pub extra_dir: Option<PathBuf>,
+    /// Transfers running at once; more read requests get "server busy".
+    pub max_transfers: usize,
+    /// Transfers one client address may run at once (a UEFI client needs two: the size
+    /// probe and the download).
+    pub max_transfers_per_client: usize,
 }
 
 impl Default for TftpConfig {
@@ -109,6 +114,8 @@ impl Default for TftpConfig {
             timeout_secs: 1,
             retries: 5,
             extra_dir: None,
+            max_transfers: 256,
+            max_transfers_per_client: 8,
         }
     }
 }

@@ -2,7 +2,8 @@
 //! optional small folder).
 //!
 //! Modules: `packet` (wire format), `options` (negotiation), `path` (name to file inside a
-//! root), `transfer` (one RRQ on its own socket), `listener` (the request loop).
+//! root), `transfer` (one RRQ on its own socket), `slots` (how many transfers may run, in
+//! total and per client), `listener` (the request loop).
 //!
 //! Deliberately absent: writes (WRQ gets ERROR 2), netascii translation (netascii requests
 //! are served byte for byte like octet, since only binaries are served here), large files
@@ -14,6 +15,7 @@ mod listener;
 pub mod options;
 pub mod packet;
 pub mod path;
+pub mod slots;
 pub mod transfer;
 
 use std::net::SocketAddr;
@@ -58,6 +60,10 @@ impl TftpService {
             })?;
         Ok(BoundTftp {
             socket,
+            slots: slots::Slots::new(
+                self.config.max_transfers,
+                self.config.max_transfers_per_client,
+            ),
             ctx: transfer::Context {
                 ip: self.bind.ip(),
                 roots: self.roots.into(),
