@@ -747,3 +747,22 @@ fn captured_ovmf_pxe_discover() {
     assert_eq!(yiaddr(&out.bytes), Ipv4Addr::UNSPECIFIED);
     assert_eq!(reply_opt(&out.bytes, 97), f.uuid_raw, "uuid echoed");
 }
+
+/// Regression: any client could DECLINE any address, which ended the holder's lease,
+/// quarantined the address, and (with random addresses) grew the lease file for ever.
+#[test]
+fn decline_counts_only_for_the_decliners_own_address() {
+    let e = full();
+    let a = yiaddr(&must(&e, &Req::discover(mac(1))).bytes);
+    must(&e, &request_for(mac(1), a));
+    // Another machine declines mac(1)'s address, and a free pool address it never got.
+    let free = Ipv4Addr::new(192, 0, 2, 104);
+    for ip in [a, free, Ipv4Addr::new(203, 0, 113, 7)] {
+        let decline = Req::new(4, mac(2)).ip_opt(50, ip).ip_opt(54, SERVER);
+        assert!(send(&e, &decline).is_none(), "decline has no reply");
+    }
+    // mac(1) keeps its lease, and the free address is still handed out.
+    assert_eq!(msg_type(&must(&e, &request_for(mac(1), a))), 5);
+    assert_eq!(yiaddr(&must(&e, &Req::discover(mac(1))).bytes), a);
+    assert_eq!(msg_type(&must(&e, &request_for(mac(3), free))), 5);
+}

@@ -313,6 +313,16 @@ impl FullMode {
                 let Some(ip) = facts.requested_ip else {
                     return FullOutcome::Silent("decline names no address".into());
                 };
+                // Only the address this machine was offered or holds: any other would let
+                // one client quarantine addresses at will (and end other machines' leases),
+                // and grow the lease file without bound.
+                let own = [self.leases.offered(mac, now), self.leases.bound(mac)]
+                    .into_iter()
+                    .flatten()
+                    .any(|l| l.ip == ip);
+                if !own {
+                    return FullOutcome::Silent(format!("decline of {ip}, not this machine's"));
+                }
                 let result = self.leases.decline(ip, now + DECLINE_QUARANTINE_SECS);
                 self.persist(result);
                 FullOutcome::Silent(format!("declined {ip}, quarantined"))
