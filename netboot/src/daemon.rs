@@ -73,11 +73,28 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         config: config.tftp.clone(),
     };
 
+    // Bind before announcing anything, so a bad address is the only thing reported.
+    let listener = tokio::net::TcpListener::bind(http.bind)
+        .await
+        .map_err(|source| crate::http::HttpError::Bind {
+            addr: http.bind,
+            source,
+        })?;
+    let tftp = tftp.bind().await?;
+
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
-    tasks.spawn(async move { http.run(stop).await.map_err(DaemonError::from) });
+    let state = http.state();
+    tasks.spawn(async move {
+        crate::http::serve(listener, state, stop)
+            .await
+            .map_err(DaemonError::from)
+    });
     let stop = shutdown.clone();
-    tasks.spawn(async move { tftp.run(stop).await.map_err(DaemonError::from) });
+    tasks.spawn(async move {
+        tftp.run(stop).await;
+        Ok(())
+    });
     if config.dhcp.mode != DhcpMode::Off {
         let dhcp = DhcpService {
             config: config.dhcp.clone(),
