@@ -766,3 +766,26 @@ fn decline_counts_only_for_the_decliners_own_address() {
     assert_eq!(yiaddr(&must(&e, &Req::discover(mac(1))).bytes), a);
     assert_eq!(msg_type(&must(&e, &request_for(mac(3), free))), 5);
 }
+
+/// Regression: expired offers were never removed, so DISCOVERs from ever new MACs (a
+/// random-MAC flood) grew the offer table, and the per-request scan over it, for ever.
+#[test]
+fn expired_offers_are_dropped() {
+    use netboot::dhcp::full::{FullMode, OFFER_HOLD_SECS};
+    let mut full = FullMode::new(config(DhcpMode::Full), LeaseStore::in_memory());
+    let policy = Policy::default();
+    for round in 0..20u8 {
+        let now = NOW + u64::from(round) * (OFFER_HOLD_SECS + 1);
+        for m in 0..5u8 {
+            let facts =
+                packet::parse(&Req::discover([2, 0, 0, 0, round, m]).encode()).expect("parse");
+            let mac = facts.mac.expect("ethernet");
+            full.handle(&env(), &policy, &facts, mac, None, now);
+        }
+    }
+    assert_eq!(
+        full.leases.offers_held(),
+        5,
+        "only the last round's offers are held"
+    );
+}

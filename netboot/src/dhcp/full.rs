@@ -247,7 +247,7 @@ impl FullMode {
         match facts.message_type {
             Some(MessageType::Discover) => match self.choose(env, policy, facts, mac, now) {
                 Some(ip) => {
-                    self.leases.offer(mac, ip, now + OFFER_HOLD_SECS);
+                    self.leases.offer(mac, ip, now, now + OFFER_HOLD_SECS);
                     FullOutcome::Reply(Box::new(self.answer(
                         env,
                         policy,

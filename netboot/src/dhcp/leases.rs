@@ -162,9 +162,16 @@ impl LeaseStore {
         self.declined.get(&ip).is_some_and(|until| *until > now)
     }
 
-    /// Holds `ip` for `mac` until `expires` (in memory).
-    pub fn offer(&mut self, mac: MacAddr, ip: Ipv4Addr, expires: u64) {
+    /// Holds `ip` for `mac` until `expires` (in memory). Offers expired at `now` are
+    /// dropped first, so a flood of DISCOVERs from ever new MACs cannot grow the table.
+    pub fn offer(&mut self, mac: MacAddr, ip: Ipv4Addr, now: u64, expires: u64) {
+        self.offers.retain(|_, l| l.expires > now);
         self.offers.insert(mac, Lease { mac, ip, expires });
+    }
+
+    /// Offers held in memory, expired or not.
+    pub fn offers_held(&self) -> usize {
+        self.offers.len()
     }
 
     pub fn drop_offer(&mut self, mac: MacAddr) {
