@@ -43,12 +43,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         path: config.data_dir.clone(),
         source,
     })?;
-    // Under the data folder, but hidden: `/files/` never serves dot names.
+    // Under the data folder, but hidden: `/files/` never serves dot names. Only full mode
+    // writes state, so a read-only data folder is fine otherwise.
     let state_dir = config.data_dir.join(STATE_DIR);
-    std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::DataDir {
-        path: state_dir.clone(),
-        source,
-    })?;
+    if config.dhcp.mode == DhcpMode::Full {
+        std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::DataDir {
+            path: state_dir.clone(),
+            source,
+        })?;
+    }
     let policy: PolicyHandle =
         policy::watch(&config.policy_dir).map_err(|errors| DaemonError::Policy {
             dir: config.policy_dir.clone(),

@@ -141,6 +141,9 @@ fn sigterm_stops_every_listener_and_exits_0() {
             }
         }
     };
+    // DHCP is off: nothing is written under the data folder, so it may be read-only.
+    assert!(dir.path().join("data").is_dir());
+    assert!(!dir.path().join("data/.netbootd").exists());
     // A client in the middle of sending its request holds the connection open.
     held.write_all(b"GET /boot.ipxe HTTP/1.1\r\n")
         .expect("write");
