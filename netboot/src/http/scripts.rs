@@ -30,7 +30,9 @@ static DECISIONS: LazyLock<RateLimiter> =
 /// The query iPXE sends with the per-machine URL ([`ipxe::machine_url`]).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ScriptQuery {
-    /// iPXE `${buildarch}`: `i386`, `x86_64`, `arm32`, `arm64`.
+    /// iPXE `${buildarch}`: `i386`, `x86_64`, `arm32`, `arm64`. Also accepted as
+    /// `buildarch=`, the name of the iPXE setting, which people type by hand.
+    #[serde(alias = "buildarch")]
     pub arch: Option<String>,
     /// iPXE `${platform}`: `pcbios` or `efi`.
     pub platform: Option<String>,
