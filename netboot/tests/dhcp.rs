@@ -789,3 +789,35 @@ fn expired_offers_are_dropped() {
         "only the last round's offers are held"
     );
 }
+
+/// Regression: every REQUEST rewrote and fsynced the lease file, so one client repeating
+/// its renewal held the server to a few dozen answers a second. A renewal is written only
+/// once the file's copy has less than half a lease left.
+#[test]
+fn early_renewals_do_not_rewrite_the_lease_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("leases.json");
+    let (store, _) = LeaseStore::load(&path);
+    let e = engine_with(DhcpMode::Full, Policy::default(), store);
+    let a = yiaddr(&must(&e, &Req::discover(mac(1))).bytes);
+    must(&e, &request_for(mac(1), a));
+    let first = std::fs::read_to_string(&path).expect("written");
+    let lease = u64::from(DhcpConfig::default().lease_secs);
+    let at = |now: u64| {
+        let out = e
+            .handle(&request_for(mac(1), a).encode(), peer(), Port::Dhcp, now)
+            .expect("ack");
+        assert_eq!(msg_type(&out), 5);
+    };
+    for later in [1, 10, lease / 4] {
+        at(NOW + later);
+    }
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
+    at(NOW + lease / 2 + 1);
+    let rewritten = std::fs::read_to_string(&path).expect("read");
+    assert_ne!(rewritten, first, "a late renewal is persisted");
+    assert!(
+        rewritten.contains(&(NOW + lease / 2 + 1 + lease).to_string()),
+        "{rewritten}"
+    );
+}

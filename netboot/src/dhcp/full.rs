@@ -277,8 +277,21 @@ impl FullMode {
                 };
                 match self.check(env, policy, mac, ip, now) {
                     Ok(()) => {
-                        let result = self.leases.bind(mac, ip, lease_end);
-                        self.persist(result);
+                        // A renewal while the file still holds more than half a lease
+                        // is kept in memory: rewriting and fsyncing on every REQUEST let
+                        // one chatty client cap the server at a few dozen answers a second.
+                        let half = u64::from(self.config.lease_secs) / 2;
+                        let fresh_on_disk = self.leases.bound(mac).is_some_and(|l| l.ip == ip)
+                            && self
+                                .leases
+                                .expires_on_disk(mac)
+                                .is_some_and(|end| end >= now + half);
+                        if fresh_on_disk {
+                            self.leases.extend(mac, lease_end);
+                        } else {
+                            let result = self.leases.bind(mac, ip, lease_end);
+                            self.persist(result);
+                        }
                         FullOutcome::Reply(Box::new(self.answer(
                             env,
                             policy,
