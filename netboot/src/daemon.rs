@@ -8,7 +8,10 @@ use crate::config::{Config, DhcpMode};
 use crate::dhcp::DhcpService;
 use crate::http::HttpService;
 use crate::policy::{self, PolicyHandle};
-use crate::tftp::TftpService;
+use crate::tftp::{Root, TftpService};
+
+/// netbootd's own state (the full-mode lease file), inside the data folder.
+pub const STATE_DIR: &str = ".netbootd";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -40,6 +43,15 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         path: config.data_dir.clone(),
         source,
     })?;
+    // Under the data folder, but hidden: `/files/` never serves dot names. Only full mode
+    // writes state, so a read-only data folder is fine otherwise.
+    let state_dir = config.data_dir.join(STATE_DIR);
+    if config.dhcp.mode == DhcpMode::Full {
+        std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::DataDir {
+            path: state_dir.clone(),
+            source,
+        })?;
+    }
     let policy: PolicyHandle =
         policy::watch(&config.policy_dir).map_err(|errors| DaemonError::Policy {
             dir: config.policy_dir.clone(),
@@ -54,19 +66,38 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         data_dir: config.data_dir.clone(),
         ipxe_dir: config.ipxe_dir.clone(),
     };
-    let mut roots = vec![config.ipxe_dir.clone()];
-    roots.extend(config.tftp.extra_dir.clone());
+    // The iPXE folder is the package's (Debian links ipxe.efi to /boot); the extra
+    // folder is the admin's own and keeps its links inside.
+    let mut roots = vec![Root::packaged(&config.ipxe_dir)];
+    roots.extend(config.tftp.extra_dir.iter().map(Root::contained));
     let tftp = TftpService {
         bind: SocketAddr::from((server_ip, config.tftp.port)),
         roots,
         config: config.tftp.clone(),
     };
 
+    // Bind before announcing anything, so a bad address is the only thing reported.
+    let listener = tokio::net::TcpListener::bind(http.bind)
+        .await
+        .map_err(|source| crate::http::HttpError::Bind {
+            addr: http.bind,
+            source,
+        })?;
+    let tftp = tftp.bind().await?;
+
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
-    tasks.spawn(async move { http.run(stop).await.map_err(DaemonError::from) });
+    let state = http.state();
+    tasks.spawn(async move {
+        crate::http::serve(listener, state, stop)
+            .await
+            .map_err(DaemonError::from)
+    });
     let stop = shutdown.clone();
-    tasks.spawn(async move { tftp.run(stop).await.map_err(DaemonError::from) });
+    tasks.spawn(async move {
+        tftp.run(stop).await;
+        Ok(())
+    });
     if config.dhcp.mode != DhcpMode::Off {
         let dhcp = DhcpService {
             config: config.dhcp.clone(),
@@ -75,7 +106,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
             http_base: config.http_base(),
             boot_files: config.boot_files.clone(),
             policy: policy.clone(),
-            lease_file: config.data_dir.join("leases.json"),
+            lease_file: state_dir.join("leases.json"),
         };
         let stop = shutdown.clone();
         tasks.spawn(async move { dhcp.run(stop).await.map_err(DaemonError::from) });

@@ -21,7 +21,7 @@ use tokio_util::io::ReaderStream;
 
 use super::error::RequestError;
 use super::range::{parse_range, RangeSpec};
-use super::safe_path::{resolve, PathRefused};
+use super::safe_path::{resolve_with, Links, PathRefused};
 use super::state::AppState;
 use crate::ratelimit::RateLimiter;
 
@@ -38,7 +38,7 @@ pub async fn data_file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    respond(serve(&state.data_dir, &path, &method, &headers).await)
+    respond(serve(&state.data_dir, Links::StayInside, &path, &method, &headers).await)
 }
 
 pub async fn ipxe_bin(
@@ -47,7 +47,8 @@ pub async fn ipxe_bin(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    respond(serve(&state.ipxe_dir, &file, &method, &headers).await)
+    // Debian's ipxe.efi is a link to /boot: the package's links are followed.
+    respond(serve(&state.ipxe_dir, Links::MayLeave, &file, &method, &headers).await)
 }
 
 fn respond(result: Result<Response, RequestError>) -> Response {
@@ -117,11 +118,12 @@ impl FileInfo {
 
 async fn serve(
     root: &Path,
+    links: Links,
     rel: &str,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, RequestError> {
-    let path = resolve(root, rel).map_err(|e| match e {
+    let path = resolve_with(root, rel, links).map_err(|e| match e {
         PathRefused::Malformed(p) => RequestError::BadPath(p),
         PathRefused::NotServed(p) => RequestError::NotFound(p),
     })?;

@@ -2,7 +2,8 @@
 //! optional small folder).
 //!
 //! Modules: `packet` (wire format), `options` (negotiation), `path` (name to file inside a
-//! root), `transfer` (one RRQ on its own socket), `listener` (the request loop).
+//! root), `transfer` (one RRQ on its own socket), `slots` (how many transfers may run, in
+//! total and per client), `listener` (the request loop).
 //!
 //! Deliberately absent: writes (WRQ gets ERROR 2), netascii translation (netascii requests
 //! are served byte for byte like octet, since only binaries are served here), large files
@@ -14,10 +15,10 @@ mod listener;
 pub mod options;
 pub mod packet;
 pub mod path;
+pub mod slots;
 pub mod transfer;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +26,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 pub use listener::BoundTftp;
+pub use path::Root;
 
 use crate::config::TftpConfig;
 use crate::ratelimit::RateLimiter;
@@ -34,7 +36,7 @@ pub struct TftpService {
     /// Port 0 binds an ephemeral port (tests learn it from [`BoundTftp::local_addr`]).
     pub bind: SocketAddr,
     /// Folders searched in order; the first that holds a requested name serves it.
-    pub roots: Vec<PathBuf>,
+    pub roots: Vec<Root>,
     pub config: TftpConfig,
 }
 
@@ -58,6 +60,10 @@ impl TftpService {
             })?;
         Ok(BoundTftp {
             socket,
+            slots: slots::Slots::new(
+                self.config.max_transfers,
+                self.config.max_transfers_per_client,
+            ),
             ctx: transfer::Context {
                 ip: self.bind.ip(),
                 roots: self.roots.into(),

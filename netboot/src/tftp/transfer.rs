@@ -9,7 +9,6 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, BufReader};
@@ -65,7 +64,7 @@ pub enum TransferError {
 pub struct Context {
     /// The address transfer sockets bind to (port 0: the kernel picks the TID).
     pub ip: IpAddr,
-    pub roots: Arc<[PathBuf]>,
+    pub roots: Arc<[path::Root]>,
     pub config: TftpConfig,
     /// Shared limiter for log lines a client can trigger.
     pub noise: Arc<RateLimiter>,
@@ -98,12 +97,21 @@ pub async fn serve(
     };
     // The name was checked a moment ago; open without following a link and without
     // blocking on a FIFO, then check again what was opened, so a swap in between is caught.
-    let file = tokio::fs::OpenOptions::new()
+    let opened = tokio::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(&real)
-        .await
-        .map_err(TransferError::Open)?;
+        .await;
+    let file = match opened {
+        Ok(file) => file,
+        Err(e) => {
+            // Tell the client (an unreadable file would otherwise leave it waiting for
+            // its own timeout); the real reason stays in our log.
+            let err = packet::encode_error(ErrorCode::AccessViolation, "access violation");
+            send(&socket, peer, &err).await?;
+            return Err(TransferError::Open(e));
+        }
+    };
     let meta = file.metadata().await.map_err(TransferError::Open)?;
     if !meta.is_file() {
         let refusal = Refusal::Refused("not a regular file");
