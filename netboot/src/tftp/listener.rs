@@ -144,6 +144,8 @@ fn log_outcome(ctx: &Context, outcome: Result<Outcome, transfer::TransferError>)
                 }
             }
         }
+        // A transfer stops only once nobody awaits it, so this is not reached in practice.
+        Ok(Outcome::Stopped { block }) => tracing::debug!(block, "transfer stopped"),
         Err(e) => {
             if let Some(suppressed) = ctx.noise.allow() {
                 tracing::warn!(error = %e, suppressed, "transfer failed");
