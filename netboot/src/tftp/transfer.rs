@@ -404,3 +404,110 @@ fn send(socket: &UdpSocket, peer: SocketAddr, pkt: &[u8]) -> Result<(), Transfer
         .map(drop)
         .map_err(|source| TransferError::Send { peer, source })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tftp::packet::Mode;
+
+    fn context(dir: &std::path::Path) -> Context {
+        Context {
+            ip: "127.0.0.1".parse().expect("ip"),
+            roots: vec![dir.to_path_buf()].into(),
+            config: TftpConfig {
+                timeout_secs: 1,
+                retries: 2,
+                ..TftpConfig::default()
+            },
+            noise: Arc::new(RateLimiter::new(20, Duration::from_secs(10))),
+        }
+    }
+
+    fn request(name: &str) -> Request {
+        Request {
+            filename: name.into(),
+            mode: Mode::Octet,
+            options: Vec::new(),
+        }
+    }
+
+    async fn recv(sock: &tokio::net::UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 2048];
+        let (n, from) = tokio::time::timeout(wait, sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .expect("recv");
+        buf.truncate(n);
+        Some((buf, from))
+    }
+
+    /// Runs a lockstep client against `serve` for a file of `len` bytes and checks what
+    /// `serve` reports (the listener logs this), not only what went over the wire.
+    async fn check_complete(len: usize, blocks: u64) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), vec![7u8; len]).expect("write");
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let me = client.local_addr().expect("addr");
+        let task = tokio::spawn(serve(context(dir.path()), me, request("f")));
+        let mut got = 0;
+        loop {
+            let (p, tid) = recv(&client, Duration::from_secs(2)).await.expect("data");
+            assert_eq!(&p[..2], &[0, 3], "DATA");
+            got += p.len() - 4;
+            client.send_to(&[0, 4, p[2], p[3]], tid).await.expect("ack");
+            if p.len() - 4 < 512 {
+                break;
+            }
+        }
+        assert_eq!(got, len);
+        let outcome = task.await.expect("join").expect("transfer");
+        assert_eq!(
+            outcome,
+            Outcome::Complete {
+                bytes: len as u64,
+                blocks
+            },
+            "file of {len} bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn serve_reports_bytes_and_blocks_sent() {
+        check_complete(0, 1).await;
+        check_complete(1000, 2).await;
+        check_complete(1024, 3).await;
+    }
+
+    #[tokio::test]
+    async fn serve_reports_a_missing_file_as_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let me = client.local_addr().expect("addr");
+        let outcome = serve(context(dir.path()), me, request("absent"))
+            .await
+            .expect("transfer");
+        assert_eq!(outcome, Outcome::Refused(Refusal::NotFound));
+        let (p, _) = recv(&client, Duration::from_secs(1)).await.expect("error");
+        assert_eq!(&p[..4], &[0, 5, 0, 1]);
+    }
+
+    #[tokio::test]
+    async fn dropping_serve_stops_the_transfer_thread() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), vec![1u8; 5000]).expect("write");
+        let client = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let me = client.local_addr().expect("addr");
+        let task = tokio::spawn(serve(context(dir.path()), me, request("f")));
+        let (p, _) = recv(&client, Duration::from_secs(2)).await.expect("data 1");
+        assert_eq!(&p[..4], &[0, 3, 0, 1]);
+        task.abort();
+        // A live transfer would resend DATA 1 after its 1 s timeout.
+        assert_eq!(recv(&client, Duration::from_millis(1500)).await, None);
+    }
+}
