@@ -1,10 +1,12 @@
 //! The request loop on the TFTP port: parses each datagram and starts one transfer task
-//! per read request.
+//! (and so one transfer thread) per read request.
 //!
 //! Nothing a client sends stops this loop: malformed packets are logged (rate-limited) and
 //! dropped, write requests are refused, stray DATA/ACK/OACK get ERROR 4. The loop never
 //! sends file data itself and keeps no per-client state, so a UEFI client's fresh RRQ
-//! after its size probe is served at once, whatever the probe transfer is doing.
+//! after its size probe is served at once, whatever the probe transfer is doing. Past
+//! [`MAX_TRANSFERS`] running transfers a request is dropped unanswered: the client resends
+//! it after its timeout, and a flood of requests cannot start threads without bound.
 
 use std::net::SocketAddr;
 
@@ -17,11 +19,17 @@ use super::packet::{self, ErrorCode, Packet, ParseError};
 use super::path::Refusal;
 use super::transfer::{self, Context, Outcome};
 
+/// Running transfers beyond which new requests are dropped. Each holds a thread of tokio's
+/// blocking pool (512 by default), so this leaves room for the rest of the daemon's file IO.
+pub const MAX_TRANSFERS: usize = 256;
+
 /// A TFTP server whose socket is bound; [`BoundTftp::run`] serves until shutdown.
 #[derive(Debug)]
 pub struct BoundTftp {
     pub(super) socket: UdpSocket,
     pub(super) ctx: Context,
+    /// [`MAX_TRANSFERS`], lowered by tests.
+    pub(super) max_transfers: usize,
 }
 
 impl BoundTftp {
@@ -64,6 +72,12 @@ impl BoundTftp {
     async fn handle(&self, datagram: &[u8], peer: SocketAddr, transfers: &mut JoinSet<()>) {
         let reply = match packet::parse(datagram) {
             Ok(Packet::Rrq(request)) => {
+                if transfers.len() >= self.max_transfers {
+                    if let Some(suppressed) = self.ctx.noise.allow() {
+                        tracing::warn!(%peer, running = transfers.len(), suppressed, "tftp: too many transfers, request dropped");
+                    }
+                    return;
+                }
                 let span = tracing::info_span!("tftp", %peer, file = %request.filename);
                 let ctx = self.ctx.clone();
                 transfers.spawn(
@@ -151,5 +165,63 @@ fn log_outcome(ctx: &Context, outcome: Result<Outcome, transfer::TransferError>)
                 tracing::warn!(error = %e, suppressed, "transfer failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::TftpConfig;
+    use crate::tftp::TftpService;
+
+    async fn recv(sock: &UdpSocket, wait: Duration) -> Option<(Vec<u8>, SocketAddr)> {
+        let mut buf = vec![0u8; 2048];
+        let (n, from) = tokio::time::timeout(wait, sock.recv_from(&mut buf))
+            .await
+            .ok()?
+            .expect("recv");
+        buf.truncate(n);
+        Some((buf, from))
+    }
+
+    #[tokio::test]
+    async fn requests_past_the_transfer_cap_are_dropped_until_one_ends() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("f"), vec![3u8; 2000]).expect("write");
+        let mut bound = TftpService {
+            bind: "127.0.0.1:0".parse().expect("addr"),
+            roots: vec![dir.path().into()],
+            config: TftpConfig::default(),
+        }
+        .bind()
+        .await
+        .expect("bind");
+        bound.max_transfers = 1;
+        let server = bound.local_addr().expect("addr");
+        let stop = CancellationToken::new();
+        tokio::spawn(bound.run(stop.clone()));
+        let _stop = stop.drop_guard();
+        let rrq = b"\0\x01f\0octet\0";
+
+        let first = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        first.send_to(rrq, server).await.expect("rrq");
+        let (p, tid) = recv(&first, Duration::from_secs(2)).await.expect("data 1");
+        assert_eq!(&p[..4], b"\0\x03\0\x01");
+
+        let second = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        second.send_to(rrq, server).await.expect("rrq");
+        assert_eq!(recv(&second, Duration::from_millis(500)).await, None);
+
+        // The first client gives up; its transfer ends and frees the slot.
+        first
+            .send_to(b"\0\x05\0\0stop\0", tid)
+            .await
+            .expect("error");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        second.send_to(rrq, server).await.expect("rrq again");
+        let (p, _) = recv(&second, Duration::from_secs(2)).await.expect("data 1");
+        assert_eq!(&p[..4], b"\0\x03\0\x01");
     }
 }

@@ -2,7 +2,7 @@
 //! optional small folder).
 //!
 //! Modules: `packet` (wire format), `options` (negotiation), `path` (name to file inside a
-//! root), `transfer` (one RRQ on its own socket), `listener` (the request loop).
+//! root), `transfer` (one RRQ on its own socket and thread), `listener` (the request loop).
 //!
 //! Deliberately absent: writes (WRQ gets ERROR 2), netascii translation (netascii requests
 //! are served byte for byte like octet, since only binaries are served here), large files
@@ -64,6 +64,7 @@ impl TftpService {
                 config: self.config,
                 noise: Arc::new(RateLimiter::new(20, Duration::from_secs(10))),
             },
+            max_transfers: listener::MAX_TRANSFERS,
         })
     }
 

@@ -1,11 +1,13 @@
-//! One read transfer: from an accepted RRQ to the last ACK, on its own UDP socket and its
-//! own OS thread.
+//! One read transfer: from an accepted RRQ to the last ACK, on its own UDP socket and a
+//! thread of its own for its duration.
 //!
 //! Lockstep TFTP is bound by round-trip latency, not CPU, so each transfer runs as plain
-//! blocking code on a dedicated thread: the kernel wakes that thread straight out of
-//! `recvfrom` when the ACK lands, with no reactor, timer wheel or worker hand-off in
-//! between. [`serve`] is the async face the listener awaits; dropping it (shutdown, abort)
-//! tells the thread to stop, which it notices within [`STOP_POLL`].
+//! blocking code on a tokio blocking-pool thread: the kernel wakes that thread straight out
+//! of `recvfrom` when the ACK lands, with no reactor, timer wheel or worker hand-off in
+//! between. The pool reuses idle threads, which matters on a loaded machine: a freshly
+//! created thread queues behind every runnable task, a woken one runs at once. [`serve`] is
+//! the async face the listener awaits; dropping it (shutdown, abort) tells the thread to
+//! stop, which it notices within [`STOP_POLL`].
 //!
 //! The file is read incrementally; at most one window of DATA packets is held in memory.
 //! Windows follow RFC 7440: the client ACKs the last block it holds in order, and the next
@@ -37,9 +39,6 @@ const READ_BUFFER: usize = 16 * 1024;
 
 /// Longest single wait in `recvfrom`, so a transfer whose caller is gone stops soon.
 pub const STOP_POLL: Duration = Duration::from_millis(200);
-
-/// Transfer threads only run this module's loop and a few log lines.
-const THREAD_STACK: usize = 256 * 1024;
 
 /// How a transfer ended, when it ended without an IO failure.
 #[derive(Debug, PartialEq, Eq)]
@@ -79,13 +78,11 @@ pub enum TransferError {
         peer: SocketAddr,
         source: std::io::Error,
     },
-    #[error("tftp transfer: cannot start the transfer thread for {peer}: {source}")]
-    Spawn {
+    #[error("tftp transfer: the transfer thread for {peer} failed: {source}")]
+    Thread {
         peer: SocketAddr,
-        source: std::io::Error,
+        source: tokio::task::JoinError,
     },
-    #[error("tftp transfer: the transfer thread for {peer} ended without an outcome")]
-    Vanished { peer: SocketAddr },
 }
 
 /// What a transfer needs from the server.
@@ -108,8 +105,8 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Serves `request` from `peer` on a new thread: resolves the name, negotiates options,
-/// sends the file. The thread runs inside the caller's tracing span.
+/// Serves `request` from `peer` on a blocking-pool thread: resolves the name, negotiates
+/// options, sends the file. The thread runs inside the caller's tracing span.
 pub async fn serve(
     ctx: Context,
     peer: SocketAddr,
@@ -117,20 +114,12 @@ pub async fn serve(
 ) -> Result<Outcome, TransferError> {
     let stop = Arc::new(AtomicBool::new(false));
     let _guard = StopOnDrop(stop.clone());
-    let (done, outcome) = tokio::sync::oneshot::channel();
     let span = tracing::Span::current();
-    std::thread::Builder::new()
-        .name("tftp-transfer".into())
-        .stack_size(THREAD_STACK)
-        .spawn(move || {
-            let result = span.in_scope(|| serve_blocking(&ctx, peer, &request, &stop));
-            // The receiver is gone only when the server stopped; nobody is left to tell.
-            let _ = done.send(result);
-        })
-        .map_err(|source| TransferError::Spawn { peer, source })?;
-    outcome
-        .await
-        .unwrap_or(Err(TransferError::Vanished { peer }))
+    tokio::task::spawn_blocking(move || {
+        span.in_scope(|| serve_blocking(&ctx, peer, &request, &stop))
+    })
+    .await
+    .map_err(|source| TransferError::Thread { peer, source })?
 }
 
 /// The whole transfer, blocking; `stop` ends it early.
