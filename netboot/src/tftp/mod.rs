@@ -1,5 +1,6 @@
 //! TFTP: a small read-only server on tokio for first-stage files (iPXE binaries and one
-//! optional small folder).
+//! optional small folder). The request loop is async; each transfer runs as blocking code
+//! on a blocking-pool thread, because lockstep TFTP is bound by wake-up latency.
 //!
 //! Modules: `packet` (wire format), `options` (negotiation), `path` (name to file inside a
 //! root), `transfer` (one RRQ on its own socket and thread), `listener` (the request loop).
