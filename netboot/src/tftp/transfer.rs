@@ -17,7 +17,7 @@
 //! socket stays unconnected so they reach us; one address comparison per packet).
 //!
 //! This module does not listen on port 69, resolve names beyond calling `path.rs`, decide
-//! what the roots are, or cap how many transfers (threads) run at once.
+//! what the roots are, or limit how many transfers run at once (the listener does).
 
 use std::collections::VecDeque;
 use std::io::{BufReader, ErrorKind, Read};
