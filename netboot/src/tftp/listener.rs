@@ -1,11 +1,13 @@
 //! The request loop on the TFTP port: parses each datagram and starts one transfer task
-//! per read request.
+//! (and so one transfer thread) per read request.
 //!
 //! Nothing a client sends stops this loop: malformed packets are logged (rate-limited) and
 //! dropped, write requests are refused, stray DATA/ACK/OACK get ERROR 4, and a read request
 //! past the transfer limits ([`Slots`]) gets ERROR 0 "server busy". The loop never
 //! sends file data itself and keeps no per-client state, so a UEFI client's fresh RRQ
-//! after its size probe is served at once, whatever the probe transfer is doing.
+//! after its size probe is served at once, whatever the probe transfer is doing. Each
+//! transfer holds a thread of tokio's blocking pool (512 by default), so the slot limits
+//! (256 in total by default) also keep a flood of requests from taking every thread.
 
 use std::net::SocketAddr;
 
@@ -156,6 +158,8 @@ fn log_outcome(ctx: &Context, outcome: Result<Outcome, transfer::TransferError>)
                 }
             }
         }
+        // A transfer stops only once nobody awaits it, so this is not reached in practice.
+        Ok(Outcome::Stopped { block }) => tracing::debug!(block, "transfer stopped"),
         Err(e) => {
             if let Some(suppressed) = ctx.noise.allow() {
                 tracing::warn!(error = %e, suppressed, "transfer failed");

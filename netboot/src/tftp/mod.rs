@@ -1,9 +1,10 @@
 //! TFTP: a small read-only server on tokio for first-stage files (iPXE binaries and one
-//! optional small folder).
+//! optional small folder). The request loop is async; each transfer runs as blocking code
+//! on a blocking-pool thread, because lockstep TFTP is bound by wake-up latency.
 //!
 //! Modules: `packet` (wire format), `options` (negotiation), `path` (name to file inside a
-//! root), `transfer` (one RRQ on its own socket), `slots` (how many transfers may run, in
-//! total and per client), `listener` (the request loop).
+//! root), `transfer` (one RRQ on its own socket and blocking-pool thread), `slots` (how many
+//! transfers may run, in total and per client), `listener` (the request loop).
 //!
 //! Deliberately absent: writes (WRQ gets ERROR 2), netascii translation (netascii requests
 //! are served byte for byte like octet, since only binaries are served here), large files
