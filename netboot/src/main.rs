@@ -1,6 +1,7 @@
 //! `netbootd`: the only place that reads flags, files and the environment, and decides
 //! exit codes.
 
+use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -150,6 +151,8 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Colour codes only on a terminal, not in a log file or the journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -167,10 +170,24 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netbootd: {e:#}");
+            eprintln!("netbootd: {}", report(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes on one line, each cause once: our messages already include
+/// their io error, which is also their `source`.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
 }
 
 fn machines(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {

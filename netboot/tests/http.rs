@@ -241,6 +241,14 @@ async fn arch_comes_from_platform_and_buildarch() {
     };
     check("?platform=pcbios&arch=i386", Some(ClientArch::Bios), true).await;
     check("?platform=efi&arch=x86_64", Some(ClientArch::EfiX64), false).await;
+    // Regression: `buildarch=` (the iPXE setting's name) was ignored, so the arch was
+    // unknown and the machine fell through to a group it should not match.
+    check(
+        "?platform=efi&buildarch=x86_64",
+        Some(ClientArch::EfiX64),
+        false,
+    )
+    .await;
     check("?platform=efi&arch=i386", Some(ClientArch::EfiIa32), false).await;
     check(
         "?platform=efi&arch=arm64",

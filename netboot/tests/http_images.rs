@@ -272,6 +272,28 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     let r = request(addr, "GET", &vm_path, &[("If-None-Match", &etag)]).await;
     assert_eq!(r.status, 304);
 
+    // The store's own files are never served at /files/: not the database (token
+    // hashes), not the blobs (user layers).
+    let blob_file = format!("/files/blobs/sha256/{}/{}", &vm[..2], vm);
+    for target in [
+        "/files/carte.db",
+        "/files/carte.db-wal",
+        "/files//carte.db",
+        blob_file.as_str(),
+        "/files/tmp/x",
+    ] {
+        let r = request(addr, "GET", target, &[]).await;
+        assert_eq!(r.status, 404, "{target}: {}", r.text());
+    }
+    assert!(
+        data.join("carte.db").is_file(),
+        "the database is there, just not served"
+    );
+    assert!(
+        data.join(&blob_file["/files/".len()..]).is_file(),
+        "the blob layout is as assumed, so the 404 above means something"
+    );
+
     // Nothing else is served there: a layer no plan names, an unknown digest, junk.
     for target in [
         format!("/boot/blobs/sha256/{}", other[&ArtefactName::Layer]),

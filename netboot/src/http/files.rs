@@ -22,7 +22,7 @@ use tokio_util::io::ReaderStream;
 
 use super::error::RequestError;
 use super::range::{parse_range, RangeSpec};
-use super::safe_path::{resolve, PathRefused};
+use super::safe_path::{resolve_with, Links, PathRefused};
 use super::state::AppState;
 use crate::ratelimit::RateLimiter;
 
@@ -33,13 +33,21 @@ const CHUNK: usize = 64 * 1024;
 static REFUSED: LazyLock<RateLimiter> =
     LazyLock::new(|| RateLimiter::new(20, Duration::from_secs(60)));
 
+/// Top-level names of the data folder that belong to the image store: its database and
+/// its blobs are reached only through the API and the boot-blob route, never here.
+pub const STORE_NAMES: [&str; 5] = ["carte.db", "carte.db-wal", "carte.db-shm", "blobs", "tmp"];
+
 pub async fn data_file(
     State(state): State<AppState>,
     UrlPath(path): UrlPath<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    respond(serve(&state.data_dir, &path, &method, &headers).await)
+    let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
+    if STORE_NAMES.contains(&first) {
+        return respond(Err(RequestError::NotFound(path)));
+    }
+    respond(serve(&state.data_dir, Links::StayInside, &path, &method, &headers).await)
 }
 
 pub async fn ipxe_bin(
@@ -48,7 +56,8 @@ pub async fn ipxe_bin(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    respond(serve(&state.ipxe_dir, &file, &method, &headers).await)
+    // Debian's ipxe.efi is a link to /boot: the package's links are followed.
+    respond(serve(&state.ipxe_dir, Links::MayLeave, &file, &method, &headers).await)
 }
 
 fn respond(result: Result<Response, RequestError>) -> Response {
@@ -118,11 +127,12 @@ impl FileInfo {
 
 async fn serve(
     root: &Path,
+    links: Links,
     rel: &str,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, RequestError> {
-    let path = resolve(root, rel).map_err(|e| match e {
+    let path = resolve_with(root, rel, links).map_err(|e| match e {
         PathRefused::Malformed(p) => RequestError::BadPath(p),
         PathRefused::NotServed(p) => RequestError::NotFound(p),
     })?;

@@ -26,10 +26,16 @@ static BAD_REQUESTS: LazyLock<RateLimiter> =
 static RENDER_FAILED: LazyLock<RateLimiter> =
     LazyLock::new(|| RateLimiter::new(20, Duration::from_secs(60)));
 
+/// Decision lines: every one while machines boot, not a flood's worth.
+static DECISIONS: LazyLock<RateLimiter> =
+    LazyLock::new(|| RateLimiter::new(200, Duration::from_secs(1)));
+
 /// The query iPXE sends with the per-machine URL ([`ipxe::machine_url`]).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ScriptQuery {
-    /// iPXE `${buildarch}`: `i386`, `x86_64`, `arm32`, `arm64`.
+    /// iPXE `${buildarch}`: `i386`, `x86_64`, `arm32`, `arm64`. Also accepted as
+    /// `buildarch=`, the name of the iPXE setting, which people type by hand.
+    #[serde(alias = "buildarch")]
     pub arch: Option<String>,
     /// iPXE `${platform}`: `pcbios` or `efi`.
     pub platform: Option<String>,
@@ -58,15 +64,18 @@ pub async fn machine(
     tracing::Span::current().record("mac", tracing::field::display(mac));
     let facts = facts_from_query(mac, &query);
     let decision = state.select.select(&facts);
-    tracing::info!(
-        mac = %mac,
-        arch = %facts.arch.map(|a| a.name()).unwrap_or_else(|| "unknown".into()),
-        uuid = %facts.uuid.as_deref().unwrap_or("-"),
-        group = %decision.group,
-        setup = %decision.setup,
-        answer = %answer_name(&decision.answer),
-        "boot decision"
-    );
+    if let Some(suppressed) = DECISIONS.allow() {
+        tracing::info!(
+            mac = %mac,
+            arch = %facts.arch.map(|a| a.name()).unwrap_or_else(|| "unknown".into()),
+            uuid = %facts.uuid.as_deref().unwrap_or("-"),
+            group = %decision.group,
+            setup = %decision.setup,
+            answer = %answer_name(&decision.answer),
+            suppressed,
+            "boot decision"
+        );
+    }
     let ctx = ScriptContext {
         base: &state.public_base,
         mac,

@@ -252,11 +252,10 @@ fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if !is_policy_file_name(name) {
             continue;
         }
-        let path = entry.path();
-        // Follows symlinks, so a linked file counts and a dangling link is skipped.
-        if path.is_file() {
-            files.push(path);
-        }
+        // Every `*.toml` entry counts, whatever it is: a directory, a dangling link or a
+        // link loop under a policy name is reported when it is read, never skipped
+        // quietly (skipping would drop its groups and reservations without a word).
+        files.push(entry.path());
     }
     files.sort();
     Ok(files)
