@@ -7,8 +7,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub async fn get(server: SocketAddr, path: &str) -> anyhow::Result<u64> {
+    get_with_headers(server, path, &[]).await
+}
+
+/// `get` with extra request header lines (`Name: value`), e.g. an `Authorization`.
+pub async fn get_with_headers(
+    server: SocketAddr,
+    path: &str,
+    headers: &[String],
+) -> anyhow::Result<u64> {
     let mut stream = TcpStream::connect(server).await?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\nConnection: close\r\n\r\n");
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {server}\r\n{extra}Connection: close\r\n\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut buf = vec![0u8; 256 * 1024];
     let mut head = Vec::new();

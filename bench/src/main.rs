@@ -1,15 +1,21 @@
 //! `carte-bench`: the load clients `scripts/bench` runs against netbootd and against the
 //! reference peers (dnsmasq, a plain TCP sender) with the same code, so ratios compare
 //! servers, not clients. Each subcommand prints one line of `key=value` results.
+//! `scripts/bench-images` uses the raw TCP pair and the HTTP transfer subcommands.
 
 mod dhcp;
 mod http;
+mod image;
 mod tftp;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
+use anyhow::bail;
+use clap::{Args, Parser, Subcommand};
+
+use image::Endpoint;
 
 #[derive(Parser)]
 #[command(name = "carte-bench")]
@@ -61,6 +67,76 @@ enum Command {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Print a loopback TCP port that is free now.
+    FreePort,
+    /// Raw TCP baseline: send a file through one connection (256 KiB writes).
+    TcpSend {
+        #[command(flatten)]
+        end: EndpointArgs,
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Raw TCP baseline: count the bytes of one connection (256 KiB reads).
+    TcpRecv {
+        #[command(flatten)]
+        end: EndpointArgs,
+        /// Fail unless exactly this many bytes arrive.
+        #[arg(long)]
+        expect: Option<u64>,
+    },
+    /// One HTTP/1.1 GET whose body is counted, not kept.
+    HttpGet {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        path: String,
+        /// Extra request header, `Name: value`; repeatable.
+        #[arg(long)]
+        header: Vec<String>,
+        /// Fail unless the body has exactly this many bytes.
+        #[arg(long)]
+        expect: Option<u64>,
+    },
+    /// One HTTP/1.1 upload streaming a file as the body (Content-Length, 256 KiB writes).
+    HttpUpload {
+        #[arg(long)]
+        server: SocketAddr,
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long, default_value = "PUT")]
+        method: String,
+        /// Extra request header, `Name: value`; repeatable.
+        #[arg(long)]
+        header: Vec<String>,
+    },
+}
+
+/// Exactly one of: listen for the peer, or connect to it.
+#[derive(Args)]
+struct EndpointArgs {
+    #[arg(long, conflicts_with = "connect", required_unless_present = "connect")]
+    listen: Option<SocketAddr>,
+    #[arg(long)]
+    connect: Option<SocketAddr>,
+}
+
+impl EndpointArgs {
+    fn endpoint(&self) -> anyhow::Result<Endpoint> {
+        match (self.listen, self.connect) {
+            (Some(a), None) => Ok(Endpoint::Listen(a)),
+            (None, Some(a)) => Ok(Endpoint::Connect(a)),
+            _ => bail!("give exactly one of --listen and --connect"),
+        }
+    }
+}
+
+fn check_count(what: &str, got: u64, expect: Option<u64>) -> anyhow::Result<()> {
+    match expect {
+        Some(want) if want != got => bail!("{what}: got {got} bytes, expected {want}"),
+        _ => Ok(()),
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -121,6 +197,39 @@ fn main() -> anyhow::Result<()> {
                     elapsed.as_secs_f64(),
                     round_trips as f64 / elapsed.as_secs_f64()
                 );
+            }
+            Command::FreePort => println!("{}", image::free_port()?),
+            Command::TcpSend { end, file } => {
+                let (bytes, elapsed) = image::tcp_send(end.endpoint()?, &file).await?;
+                report(bytes, elapsed, 1);
+            }
+            Command::TcpRecv { end, expect } => {
+                let (bytes, elapsed) = image::tcp_recv(end.endpoint()?).await?;
+                check_count("tcp receive", bytes, expect)?;
+                report(bytes, elapsed, 1);
+            }
+            Command::HttpGet {
+                server,
+                path,
+                header,
+                expect,
+            } => {
+                let start = Instant::now();
+                let bytes = http::get_with_headers(server, &path, &header).await?;
+                let elapsed = start.elapsed();
+                check_count(&format!("GET {path}"), bytes, expect)?;
+                report(bytes, elapsed, 1);
+            }
+            Command::HttpUpload {
+                server,
+                path,
+                file,
+                method,
+                header,
+            } => {
+                let up = image::http_upload(server, &method, &path, &file, &header).await?;
+                report(up.bytes, up.elapsed, 1);
+                println!("status={} body={}", up.status, up.body);
             }
         }
         Ok(())

@@ -1,11 +1,14 @@
 //! A minimal TFTP read client (RFC 1350 + blksize, tsize, windowsize options).
+//!
+//! Each download runs as blocking code on its own thread, woken by the kernel straight out
+//! of `recvfrom`: lockstep throughput is round-trip latency, and a client that added reactor
+//! and timer hops per packet would cap every server at its own speed.
 
-use std::net::SocketAddr;
+use std::io::ErrorKind;
+use std::net::{SocketAddr, UdpSocket};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use tokio::net::UdpSocket;
-use tokio::time::timeout;
 
 const OP_RRQ: u16 = 1;
 const OP_DATA: u16 = 3;
@@ -20,7 +23,20 @@ pub async fn get(
     blksize: u16,
     windowsize: u16,
 ) -> anyhow::Result<u64> {
-    let sock = UdpSocket::bind("0.0.0.0:0").await?;
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || get_blocking(server, &file, blksize, windowsize))
+        .await
+        .context("tftp client thread")?
+}
+
+fn get_blocking(
+    server: SocketAddr,
+    file: &str,
+    blksize: u16,
+    windowsize: u16,
+) -> anyhow::Result<u64> {
+    let sock = UdpSocket::bind("0.0.0.0:0")?;
+    sock.set_read_timeout(Some(Duration::from_secs(2)))?;
     let mut rrq = Vec::new();
     rrq.extend_from_slice(&OP_RRQ.to_be_bytes());
     for part in [file, "octet", "blksize", &blksize.to_string(), "tsize", "0"] {
@@ -33,7 +49,7 @@ pub async fn get(
             rrq.push(0);
         }
     }
-    sock.send_to(&rrq, server).await?;
+    sock.send_to(&rrq, server)?;
 
     let mut buf = vec![0u8; 65536];
     let mut peer: Option<SocketAddr> = None;
@@ -45,16 +61,18 @@ pub async fn get(
     let mut last_ack: Vec<u8> = rrq.clone();
     let mut retries = 0;
     loop {
-        let (n, from) = match timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await {
-            Ok(r) => r?,
-            Err(_) => {
+        let (n, from) = match sock.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 retries += 1;
                 if retries > 5 {
                     bail!("tftp {file}: timed out after {received} bytes");
                 }
-                sock.send_to(&last_ack, peer.unwrap_or(server)).await?;
+                sock.send_to(&last_ack, peer.unwrap_or(server))?;
                 continue;
             }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e).context("tftp receive"),
         };
         retries = 0;
         if peer.is_some_and(|p| p != from) || n < 4 {
@@ -74,14 +92,14 @@ pub async fn get(
                     }
                 }
                 last_ack = ack(0);
-                sock.send_to(&last_ack, from).await?;
+                sock.send_to(&last_ack, from)?;
             }
             OP_DATA => {
                 let block = u16::from_be_bytes([pkt[2], pkt[3]]);
                 let data = &pkt[4..];
                 if block != expected {
                     // Out of order: ask again from what we have.
-                    sock.send_to(&last_ack, from).await?;
+                    sock.send_to(&last_ack, from)?;
                     since_ack = 0;
                     continue;
                 }
@@ -91,7 +109,7 @@ pub async fn get(
                 let last = data.len() < block_size;
                 if last || since_ack >= window {
                     last_ack = ack(block);
-                    sock.send_to(&last_ack, from).await?;
+                    sock.send_to(&last_ack, from)?;
                     since_ack = 0;
                 }
                 if last {

@@ -20,6 +20,8 @@ use imaged::model::{
 };
 use imaged::store::{self, GcReport, Store, StoreConfig};
 
+mod build_cli;
+
 #[derive(Parser)]
 #[command(name = "imaged", about = "carte's image store", version)]
 struct Cli {
@@ -63,6 +65,9 @@ enum Cmd {
     Token(TokenCmd),
     #[command(subcommand)]
     Project(ProjectCmd),
+    /// Build a layer (or a kernel's files) and print them as JSON; --push stores them.
+    #[command(subcommand)]
+    Build(build_cli::BuildCmd),
     /// Run the API server (needs --data).
     Serve {
         #[arg(long, default_value = "127.0.0.1:8081")]
@@ -107,18 +112,26 @@ struct CreateArgs {
     expires_in: Option<u64>,
 }
 
+/// How `push` and `build --push` create the image when it does not exist yet.
 #[derive(Args)]
-struct PushArgs {
-    name: String,
-    /// The layer file.
-    file: PathBuf,
+struct NewImageArgs {
     /// Create the image with this kind if it does not exist.
     #[arg(long)]
     kind: Option<ImageKind>,
     #[arg(long)]
     project: Option<String>,
+    /// Temporary images: seconds from now until expiry.
     #[arg(long)]
     expires_in: Option<u64>,
+}
+
+#[derive(Args)]
+struct PushArgs {
+    name: String,
+    /// The layer file.
+    file: PathBuf,
+    #[command(flatten)]
+    image: NewImageArgs,
     #[arg(long, default_value = "erofs", value_parser = parse_format)]
     format: LayerFormat,
     #[arg(long, default_value = "none", value_parser = parse_encoding)]
@@ -360,32 +373,47 @@ fn hash_file(path: &Path) -> Result<(Digest, u64)> {
     Ok((info.digest, info.size))
 }
 
-fn push(b: &dyn Backend, a: PushArgs) -> Result<Version> {
-    if let Some(kind) = a.kind {
-        let new = NewImage {
-            name: a.name.clone(),
-            kind,
-            project: a.project.clone(),
-            expires_at: a.expires_in.map(|s| store::now() + s),
-        };
-        // Already there (and readable): push a new version of it.
-        if b.show(&a.name).is_err() {
-            b.create(new)?;
-            eprintln!("created {kind} image {}", a.name);
-        }
+/// Creates `name` with `--kind` (and its project/expiry) unless it already exists.
+fn ensure_image(b: &dyn Backend, name: &str, a: &NewImageArgs) -> Result<()> {
+    let Some(kind) = a.kind else { return Ok(()) };
+    // Already there (and readable): push a new version of it.
+    if b.show(name).is_ok() {
+        return Ok(());
     }
-    let mut files = vec![(ArtefactName::Layer, a.file.clone())];
-    files.extend(a.vmlinuz.clone().map(|f| (ArtefactName::Vmlinuz, f)));
-    files.extend(a.modules.clone().map(|f| (ArtefactName::Modules, f)));
+    b.create(NewImage {
+        name: name.to_string(),
+        kind,
+        project: a.project.clone(),
+        expires_at: a.expires_in.map(|s| store::now() + s),
+    })?;
+    eprintln!("created {kind} image {name}");
+    Ok(())
+}
+
+/// Uploads each file as a blob of `image`, then records them as one version.
+fn upload_version(
+    b: &dyn Backend,
+    image: &str,
+    files: Vec<(ArtefactName, PathBuf)>,
+    layer: LayerMeta,
+) -> Result<Version> {
     let mut artefacts = std::collections::BTreeMap::new();
     for (name, path) in files {
         // First pass: the digest the server checks the upload against.
         let (sha, size) = hash_file(&path)?;
         let got = b
-            .upload(&a.name, &path, size, &sha)
+            .upload(image, &path, size, &sha)
             .with_context(|| format!("upload {name} {}", path.display()))?;
         artefacts.insert(name, got);
     }
+    b.add_version(image, NewVersion { layer, artefacts })
+}
+
+fn push(b: &dyn Backend, a: PushArgs) -> Result<Version> {
+    ensure_image(b, &a.name, &a.image)?;
+    let mut files = vec![(ArtefactName::Layer, a.file.clone())];
+    files.extend(a.vmlinuz.clone().map(|f| (ArtefactName::Vmlinuz, f)));
+    files.extend(a.modules.clone().map(|f| (ArtefactName::Modules, f)));
     let layer = LayerMeta {
         format: a.format,
         encoding: a.encoding,
@@ -396,7 +424,7 @@ fn push(b: &dyn Backend, a: PushArgs) -> Result<Version> {
         autostart: a.autostart,
         kernel_release: a.kernel_release,
     };
-    b.add_version(&a.name, NewVersion { layer, artefacts })
+    upload_version(b, &a.name, files, layer)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -452,9 +480,18 @@ fn run(cli: Cli) -> Result<()> {
     {
         return serve(cli.data.as_deref(), listen, *max_upload, *gc_every);
     }
+    if let Cmd::Build(cmd) = &cli.cmd {
+        // Building alone needs no store; pushing does.
+        let b = if cmd.pushes() {
+            Some(backend(&cli)?)
+        } else {
+            None
+        };
+        return build_cli::run(b.as_deref(), cmd);
+    }
     let b = backend(&cli)?;
     match cli.cmd {
-        Cmd::Serve { .. } => {} // handled above
+        Cmd::Serve { .. } | Cmd::Build(_) => {} // handled above
         Cmd::Ls => {
             for i in b.list()? {
                 let extra = match (&i.project, i.expires_at) {

@@ -260,3 +260,143 @@ fn kernel_push_records_release_and_derived_artefacts() {
         .collect();
     assert_eq!(names, ["layer", "modules", "vmlinuz"]);
 }
+
+/// `imaged build` prints what it built; with `--push` the version's artefacts are those
+/// very files (same sha256), and a kernel gets its release and derived artefacts.
+#[test]
+fn build_prints_json_and_pushes_layers_and_kernels() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let tree = dir.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).expect("mkdir");
+    std::fs::write(tree.join("etc/motd"), b"hello from a layer\n").expect("write");
+    let out = dir.path().join("out");
+    let o = out.to_str().expect("utf-8");
+    let t = tree.to_str().expect("utf-8");
+
+    // Building alone needs no store.
+    let built: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["build", "dir", t, "--out", o], None))).expect("json");
+    let path = built["layer"]["path"].as_str().expect("path");
+    assert_eq!(built["layer"]["format"], "erofs");
+    let bytes = std::fs::read(path).expect("built file");
+    assert_eq!(built["layer"]["size"], bytes.len() as u64);
+    assert!(built.get("pushed").is_none());
+
+    let pushed: serde_json::Value = serde_json::from_str(&ok(&run(
+        &[
+            "--data", d, "build", "dir", t, "--format", "ext4", "--out", o, "--push", "base",
+            "--kind", "system",
+        ],
+        None,
+    )))
+    .expect("json");
+    assert_eq!(pushed["pushed"], "base@1");
+    assert_eq!(pushed["layer"]["format"], "ext4");
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data", d, "show", "base"], None))).expect("json");
+    let v = &show["versions"][0];
+    assert_eq!(v["layer"]["format"], "ext4");
+    assert_eq!(v["artefacts"]["layer"]["sha256"], pushed["layer"]["sha256"]);
+
+    // A kernel: vmlinuz plus a modules tree with modules.dep.
+    let rel = "9.9.9-carte-cli";
+    let modules = dir.path().join("lib/modules").join(rel);
+    std::fs::create_dir_all(modules.join("kernel/drivers/net")).expect("mkdir");
+    std::fs::write(
+        modules.join("kernel/drivers/net/virtio_net.ko"),
+        b"\x7fELF fake",
+    )
+    .expect("write");
+    std::fs::write(
+        modules.join("modules.dep"),
+        "kernel/drivers/net/virtio_net.ko:\n",
+    )
+    .expect("write");
+    let vmlinuz = dir.path().join(format!("vmlinuz-{rel}"));
+    std::fs::write(&vmlinuz, b"MZ fake bzImage").expect("write");
+    let kout = dir.path().join("kout");
+    let k: serde_json::Value = serde_json::from_str(&ok(&run(
+        &[
+            "--data",
+            d,
+            "build",
+            "kernel",
+            "--vmlinuz",
+            vmlinuz.to_str().expect("utf-8"),
+            "--modules",
+            modules.to_str().expect("utf-8"),
+            "--out",
+            kout.to_str().expect("utf-8"),
+            "--push",
+            "linux",
+        ],
+        None,
+    )))
+    .expect("json");
+    assert_eq!(k["pushed"], "linux@1");
+    assert_eq!(k["release"], rel);
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data", d, "show", "linux"], None))).expect("json");
+    assert_eq!(
+        show["image"]["kind"], "kernel",
+        "kernels default to --kind kernel"
+    );
+    let v = &show["versions"][0];
+    assert_eq!(v["layer"]["kernel_release"], rel);
+    for (artefact, built) in [
+        ("layer", "layer"),
+        ("vmlinuz", "vmlinuz"),
+        ("modules", "modules"),
+    ] {
+        assert_eq!(
+            v["artefacts"][artefact]["sha256"], k[built]["sha256"],
+            "{artefact}"
+        );
+    }
+
+    // A raw disk: zstd-encoded for transfer, so the version records what is written.
+    let disk = dir.path().join("disk.img");
+    let mut img = vec![0u8; 1 << 20];
+    img[510] = 0x55;
+    img[511] = 0xaa;
+    std::fs::write(&disk, &img).expect("write");
+    let rout = dir.path().join("rout");
+    let raw: serde_json::Value = serde_json::from_str(&ok(&run(
+        &[
+            "--data",
+            d,
+            "build",
+            "raw",
+            disk.to_str().expect("utf-8"),
+            "--out",
+            rout.to_str().expect("utf-8"),
+            "--push",
+            "disk",
+            "--kind",
+            "system",
+        ],
+        None,
+    )))
+    .expect("json");
+    assert_eq!(raw["layer"]["encoding"], "zstd");
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(&run(&["--data", d, "show", "disk"], None))).expect("json");
+    let v = &show["versions"][0];
+    assert_eq!(v["layer"]["format"], "raw");
+    assert_eq!(v["layer"]["encoding"], "zstd");
+    assert_eq!(v["layer"]["uncompressed_size"], img.len() as u64);
+    assert_eq!(v["layer"]["written_sha256"], raw["layer"]["sha256"]);
+    assert_eq!(
+        v["artefacts"]["layer"]["sha256"],
+        raw["layer"]["encoded_sha256"]
+    );
+    assert!(v["artefacts"]["layer"]["size"].as_u64().expect("size") < 64 * 1024);
+
+    let neither = run(&["build", "kernel", "--out", o], None);
+    assert!(!neither.status.success(), "a kernel build needs a source");
+    let push_no_store = run(&["build", "dir", t, "--out", o, "--push", "x"], None);
+    assert!(!push_no_store.status.success());
+    assert!(String::from_utf8_lossy(&push_no_store.stderr).contains("--data"));
+}

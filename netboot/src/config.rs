@@ -98,6 +98,11 @@ pub struct TftpConfig {
     pub retries: u8,
     /// An extra small folder served after the iPXE binaries (first-stage files only).
     pub extra_dir: Option<PathBuf>,
+    /// Transfers running at once; more read requests get "server busy".
+    pub max_transfers: usize,
+    /// Transfers one client address may run at once (a UEFI client needs two: the size
+    /// probe and the download).
+    pub max_transfers_per_client: usize,
 }
 
 impl Default for TftpConfig {
@@ -109,6 +114,8 @@ impl Default for TftpConfig {
             timeout_secs: 1,
             retries: 5,
             extra_dir: None,
+            max_transfers: 256,
+            max_transfers_per_client: 8,
         }
     }
 }
@@ -121,7 +128,10 @@ pub struct Config {
     /// The address clients reach netbootd at (next-server, URLs, server identifier).
     pub server_addr: Option<Ipv4Addr>,
     pub http_port: u16,
+    /// Also holds the image store (`carte.db`, `blobs/`).
     pub data_dir: PathBuf,
+    /// The carte initramfs image setups boot with, a path under `data_dir`.
+    pub initramfs: String,
     pub policy_dir: PathBuf,
     /// Where the iPXE first stages are (Debian's `ipxe` package puts them here).
     pub ipxe_dir: PathBuf,
@@ -137,6 +147,7 @@ impl Default for Config {
             server_addr: None,
             http_port: 8080,
             data_dir: PathBuf::from("/var/lib/carte"),
+            initramfs: "carte/initramfs.cpio.zst".into(),
             policy_dir: PathBuf::from("/etc/carte/policy"),
             ipxe_dir: PathBuf::from("/usr/lib/ipxe"),
             dhcp: DhcpConfig::default(),
@@ -173,10 +184,21 @@ impl Config {
 
     /// Checks what the services need before anything binds.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.server_addr.is_none() {
-            return Err(ConfigError::Invalid(
-                "server_addr is required (the address machines reach netbootd at)".into(),
-            ));
+        match self.server_addr {
+            None => {
+                return Err(ConfigError::Invalid(
+                    "server_addr is required (the address machines reach netbootd at)".into(),
+                ))
+            }
+            // Machines are sent this address in DHCP and URLs: it must be one of ours
+            // that they can reach, not a wildcard.
+            Some(ip) if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() => {
+                return Err(ConfigError::Invalid(format!(
+                    "server_addr {ip} is not an address machines can reach; \
+                     give this host's address on the boot network"
+                )))
+            }
+            Some(_) => {}
         }
         if self.dhcp.mode != DhcpMode::Off && self.interface.is_none() {
             return Err(ConfigError::Invalid(
@@ -191,6 +213,14 @@ impl Config {
         if self.dhcp.prefix_len > 32 {
             return Err(ConfigError::Invalid(
                 "dhcp.prefix_len must be 0..=32".into(),
+            ));
+        }
+        if self.initramfs.is_empty()
+            || self.initramfs.starts_with('/')
+            || self.initramfs.split('/').any(|c| c == "..")
+        {
+            return Err(ConfigError::Invalid(
+                "initramfs must be a path under data_dir (relative, without ..)".into(),
             ));
         }
         if !(512..=65464).contains(&self.tftp.max_blksize) && self.tftp.max_blksize != 0 {
@@ -256,5 +286,17 @@ mod tests {
         let err = cfg.validate().expect_err("full mode without pool");
         assert!(err.to_string().contains("dhcp.pool"), "{err}");
         assert!("192.0.2.9-192.0.2.1".parse::<Pool>().is_err());
+        for wildcard in ["0.0.0.0", "255.255.255.255", "224.0.0.1"] {
+            let cfg = Config {
+                server_addr: Some(wildcard.parse().expect("ip")),
+                dhcp: DhcpConfig {
+                    mode: DhcpMode::Off,
+                    ..DhcpConfig::default()
+                },
+                ..Config::default()
+            };
+            let err = cfg.validate().expect_err("not reachable");
+            assert!(err.to_string().contains(wildcard), "{err}");
+        }
     }
 }

@@ -1,4 +1,5 @@
 //! Starts every service of `netbootd serve` from one [`Config`] and stops them together.
+//! The image store in the data folder is opened first; the HTTP service mounts its API.
 
 use std::net::SocketAddr;
 
@@ -6,9 +7,15 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, DhcpMode};
 use crate::dhcp::DhcpService;
-use crate::http::HttpService;
+use std::sync::Arc;
+
+use crate::http::{HttpService, ImageRoutes};
+use crate::images::{self, PolicyReferences, StoreCatalog};
 use crate::policy::{self, PolicyHandle};
-use crate::tftp::TftpService;
+use crate::tftp::{Root, TftpService};
+
+/// netbootd's own state (the full-mode lease file), inside the data folder.
+pub const STATE_DIR: &str = ".netbootd";
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -25,6 +32,8 @@ pub enum DaemonError {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Images(#[from] images::ImagesError),
+    #[error(transparent)]
     Dhcp(#[from] crate::dhcp::DhcpError),
     #[error(transparent)]
     Tftp(#[from] crate::tftp::TftpError),
@@ -40,11 +49,28 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         path: config.data_dir.clone(),
         source,
     })?;
-    let policy: PolicyHandle =
-        policy::watch(&config.policy_dir).map_err(|errors| DaemonError::Policy {
-            dir: config.policy_dir.clone(),
-            errors,
+    // Under the data folder, but hidden: `/files/` never serves dot names. Only full mode
+    // writes leases there.
+    let state_dir = config.data_dir.join(STATE_DIR);
+    if config.dhcp.mode == DhcpMode::Full {
+        std::fs::create_dir_all(&state_dir).map_err(|source| DaemonError::DataDir {
+            path: state_dir.clone(),
+            source,
         })?;
+    }
+    // The store's deletion guard reads the policy, and the policy is validated against
+    // the store: open the store first, point the guard at the policy once it is loaded.
+    // `/files/` never serves the store's own files (`http::files::STORE_NAMES`).
+    let refs = PolicyReferences::default();
+    let store = images::open_store(&config.data_dir, refs.clone())?;
+    let policy: PolicyHandle =
+        policy::watch_with(&config.policy_dir, Arc::new(StoreCatalog(store.clone()))).map_err(
+            |errors| DaemonError::Policy {
+                dir: config.policy_dir.clone(),
+                errors,
+            },
+        )?;
+    refs.set(policy.clone());
 
     let server_ip = config.server_ip();
     let http = HttpService {
@@ -53,20 +79,40 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
         policy: policy.clone(),
         data_dir: config.data_dir.clone(),
         ipxe_dir: config.ipxe_dir.clone(),
+        images: Some(ImageRoutes::new(store, &config.initramfs)),
     };
-    let mut roots = vec![config.ipxe_dir.clone()];
-    roots.extend(config.tftp.extra_dir.clone());
+    // The iPXE folder is the package's (Debian links ipxe.efi to /boot); the extra
+    // folder is the admin's own and keeps its links inside.
+    let mut roots = vec![Root::packaged(&config.ipxe_dir)];
+    roots.extend(config.tftp.extra_dir.iter().map(Root::contained));
     let tftp = TftpService {
         bind: SocketAddr::from((server_ip, config.tftp.port)),
         roots,
         config: config.tftp.clone(),
     };
 
+    // Bind before announcing anything, so a bad address is the only thing reported.
+    let listener = tokio::net::TcpListener::bind(http.bind)
+        .await
+        .map_err(|source| crate::http::HttpError::Bind {
+            addr: http.bind,
+            source,
+        })?;
+    let tftp = tftp.bind().await?;
+
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
-    tasks.spawn(async move { http.run(stop).await.map_err(DaemonError::from) });
+    let state = http.state();
+    tasks.spawn(async move {
+        crate::http::serve(listener, state, stop)
+            .await
+            .map_err(DaemonError::from)
+    });
     let stop = shutdown.clone();
-    tasks.spawn(async move { tftp.run(stop).await.map_err(DaemonError::from) });
+    tasks.spawn(async move {
+        tftp.run(stop).await;
+        Ok(())
+    });
     if config.dhcp.mode != DhcpMode::Off {
         let dhcp = DhcpService {
             config: config.dhcp.clone(),
@@ -75,7 +121,7 @@ pub async fn serve(config: Config, shutdown: CancellationToken) -> Result<(), Da
             http_base: config.http_base(),
             boot_files: config.boot_files.clone(),
             policy: policy.clone(),
-            lease_file: config.data_dir.join("leases.json"),
+            lease_file: state_dir.join("leases.json"),
         };
         let stop = shutdown.clone();
         tasks.spawn(async move { dhcp.run(stop).await.map_err(DaemonError::from) });

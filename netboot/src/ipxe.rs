@@ -4,13 +4,20 @@
 //! **Rendering only reads the chosen setup; it never selects.** The caller hands in the
 //! decision and the facts of the request. Nothing here does IO. Values that would break
 //! the script (line breaks, spaces in a URL, a `..` path) are a [`RenderError`], which the
-//! HTTP layer answers with 500, never with a "not found".
+//! HTTP layer answers with 500, never with a "not found". An image setup
+//! ([`Answer::Compose`]) is rendered by [`render_compose`] from what the HTTP layer
+//! resolved for it at request time ([`ResolvedKernel`]); [`render`] refuses it.
 
 use std::fmt::Write as _;
 
+use imaged::model::{Digest, ImageRef};
+
 use crate::arch::ClientArch;
 use crate::mac::MacAddr;
-use crate::policy::{Answer, BootSpec, Decision};
+use crate::policy::{Answer, ComposeSpec, Decision};
+
+/// Where machines fetch kernel-image artefacts without a token (content-addressed).
+pub const BOOT_BLOBS_PATH: &str = "/boot/blobs/sha256";
 
 /// How many times `/boot.ipxe` tries to fetch the per-machine script before giving up.
 pub const ENTRY_TRIES: u32 = 5;
@@ -33,6 +40,21 @@ pub enum RenderError {
         what: &'static str,
         value: String,
     },
+    #[error("render {setup}: an image setup needs its kernel resolved first")]
+    Unresolved { setup: String },
+}
+
+/// The kernel version an image setup boots, resolved when the script is asked for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResolvedKernel {
+    /// The exact version (`@latest` already resolved).
+    pub version: ImageRef,
+    /// `uname -r` of that version.
+    pub release: String,
+    /// sha256 of its `vmlinuz` artefact.
+    pub vmlinuz: Digest,
+    /// sha256 of its `modules` cpio artefact.
+    pub modules: Digest,
 }
 
 /// What the renderer needs to know about the request besides the decision.
@@ -92,7 +114,29 @@ pub fn render(decision: &Decision, ctx: &ScriptContext<'_>) -> Result<String, Re
     check_line(&decision.setup, "group", &decision.group)?;
     check_line(&decision.setup, "setup name", &decision.setup)?;
     match &decision.answer {
-        Answer::Boot(spec) => render_boot(&mut s, decision, spec, ctx, base)?,
+        Answer::Boot(spec) => {
+            let kernel = artefact_url(&decision.setup, "kernel", &spec.kernel, base)?;
+            let initrds = spec
+                .initrds
+                .iter()
+                .map(|i| artefact_url(&decision.setup, "initrd", i, base))
+                .collect::<Result<Vec<_>, _>>()?;
+            boot_lines(
+                &mut s,
+                decision,
+                &kernel,
+                &initrds,
+                &spec.cmdline,
+                &[],
+                ctx,
+                base,
+            )?
+        }
+        Answer::Compose(_) => {
+            return Err(RenderError::Unresolved {
+                setup: decision.setup.clone(),
+            })
+        }
         Answer::Local => {
             let _ = writeln!(s, "echo carte: {who}: booting the local disk");
             if ctx.arch == Some(ClientArch::Bios) {
@@ -132,33 +176,78 @@ pub fn render(decision: &Decision, ctx: &ScriptContext<'_>) -> Result<String, Re
     Ok(s)
 }
 
-fn render_boot(
+/// Renders the per-machine script of an image setup: the resolved kernel version's
+/// `vmlinuz`, then two initrds, the carte initramfs (`initramfs`, a path under the data
+/// folder) and that version's `modules` cpio. The kernel artefacts are fetched from the
+/// content-addressed [`BOOT_BLOBS_PATH`]. `token` is this boot's token (`carte.token=`),
+/// with which carte-init fetches its plan.
+pub fn render_compose(
+    decision: &Decision,
+    spec: &ComposeSpec,
+    kernel: &ResolvedKernel,
+    initramfs: &str,
+    token: &str,
+    ctx: &ScriptContext<'_>,
+) -> Result<String, RenderError> {
+    let base = ctx.base.trim_end_matches('/');
+    let setup = &decision.setup;
+    check_line(setup, "group", &decision.group)?;
+    check_line(setup, "setup name", setup)?;
+    let blob = |d: &Digest| format!("{base}{BOOT_BLOBS_PATH}/{d}");
+    let initrds = [
+        artefact_url(setup, "initramfs", initramfs, base)?,
+        blob(&kernel.modules),
+    ];
+    check_line(setup, "token", token)?;
+    let extra = [
+        format!("carte.token={token}"),
+        format!("carte.setup={setup}"),
+        format!("carte.kernel={}", kernel.version),
+    ];
+    let mut s = String::from("#!ipxe\n");
+    let _ = writeln!(
+        s,
+        "echo carte: kernel {} (release {}) with the carte initramfs",
+        kernel.version, kernel.release
+    );
+    check_line(setup, "kernel release", &kernel.release)?;
+    boot_lines(
+        &mut s,
+        decision,
+        &blob(&kernel.vmlinuz),
+        &initrds,
+        &spec.cmdline,
+        &extra,
+        ctx,
+        base,
+    )?;
+    Ok(s)
+}
+
+/// The `kernel`, `initrd` and `boot` lines with carte's arguments appended to `cmdline`
+/// (then `extra`), and the visible failure path.
+#[allow(clippy::too_many_arguments)]
+fn boot_lines(
     s: &mut String,
     decision: &Decision,
-    spec: &BootSpec,
+    kernel: &str,
+    initrds: &[String],
+    cmdline: &str,
+    extra: &[String],
     ctx: &ScriptContext<'_>,
     base: &str,
 ) -> Result<(), RenderError> {
     let setup = &decision.setup;
-    let kernel = artefact_url(setup, "kernel", &spec.kernel, base)?;
-    let initrds = spec
-        .initrds
-        .iter()
-        .map(|i| artefact_url(setup, "initrd", i, base))
-        .collect::<Result<Vec<_>, _>>()?;
-    check_line(setup, "cmdline", &spec.cmdline)?;
+    check_line(setup, "cmdline", cmdline)?;
 
     let mac = ctx.mac;
-    let mut cmdline: Vec<String> = spec
-        .cmdline
-        .split_whitespace()
-        .map(str::to_string)
-        .collect();
+    let mut cmdline: Vec<String> = cmdline.split_whitespace().map(str::to_string).collect();
     cmdline.push(format!("carte.server={base}"));
     cmdline.push(format!("carte.mac={mac}"));
     // BOOTIF: "01" is the ARP hardware type of Ethernet, as pxelinux sends it.
     cmdline.push(format!("BOOTIF=01-{}", mac.hyphenated()));
     cmdline.push("ip=${netX/ip}::${netX/gateway}:${netX/netmask}:::off".to_string());
+    cmdline.extend(extra.iter().cloned());
     // The Linux EFI stub loads initrds named on its command line; BIOS kernels ignore it.
     for n in 0..initrds.len() {
         cmdline.push(format!("initrd=initrd{n}"));
@@ -247,6 +336,7 @@ fn encode_path(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::{BootSpec, MachineLayer, SyncPolicy};
 
     const BASE: &str = "http://192.0.2.1:8080";
 
@@ -490,5 +580,75 @@ mod tests {
                 "echo carte: cannot reach netbootd at http://192.0.2.1:8080; giving up"
             ]
         );
+    }
+
+    fn compose_spec() -> ComposeSpec {
+        ComposeSpec {
+            kernel: "linux@latest".parse().expect("ref"),
+            layers: vec!["debian@7".parse().expect("ref")],
+            user: vec![],
+            project: None,
+            machine: MachineLayer::Persist,
+            sync: SyncPolicy::Never,
+            disk: crate::policy::DiskChoice::Largest,
+            cmdline: "console=ttyS0".into(),
+        }
+    }
+
+    fn resolved() -> ResolvedKernel {
+        ResolvedKernel {
+            version: "linux@3".parse().expect("ref"),
+            release: "6.1.0-57-amd64".into(),
+            vmlinuz: Digest::from_bytes(&[0xaa; 32]),
+            modules: Digest::from_bytes(&[0xbb; 32]),
+        }
+    }
+
+    #[test]
+    fn image_setup_boots_vmlinuz_with_initramfs_and_modules() {
+        let spec = compose_spec();
+        let ctx = ScriptContext {
+            base: BASE,
+            mac: mac(),
+            arch: Some(ClientArch::Bios),
+        };
+        let d = decision(Answer::Compose(spec.clone()));
+        let script = render_compose(
+            &d,
+            &spec,
+            &resolved(),
+            "carte/initramfs.cpio.zst",
+            "carte_t0k",
+            &ctx,
+        )
+        .expect("ok");
+        let got: Vec<&str> = script
+            .lines()
+            .filter(|l| !l.starts_with("echo ") && !l.starts_with('#'))
+            .collect();
+        let (vm, mods) = ("aa".repeat(32), "bb".repeat(32));
+        assert_eq!(
+            got,
+            [
+                format!(
+                    "kernel {BASE}/boot/blobs/sha256/{vm} console=ttyS0 {CARTE_ARGS} \
+                     carte.token=carte_t0k carte.setup=s1 carte.kernel=linux@3 initrd=initrd0 \
+                     initrd=initrd1{FAILED}"
+                )
+                .as_str(),
+                &format!("initrd --name initrd0 {BASE}/files/carte/initramfs.cpio.zst{FAILED}"),
+                &format!("initrd --name initrd1 {BASE}/boot/blobs/sha256/{mods}{FAILED}"),
+                &format!("boot{FAILED}"),
+                ":carte-boot-failed",
+                "exit",
+            ]
+        );
+        assert!(script.contains("echo carte: kernel linux@3 (release 6.1.0-57-amd64)"));
+        // The plain renderer cannot resolve images: a 500, never a silent fallback.
+        assert_eq!(
+            render(&d, &ctx),
+            Err(RenderError::Unresolved { setup: "s1".into() })
+        );
+        assert!(render_compose(&d, &spec, &resolved(), "../initramfs", "t", &ctx).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! `netbootd`: the only place that reads flags, files and the environment, and decides
 //! exit codes.
 
+use std::io::IsTerminal;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,6 +26,15 @@ struct Cli {
 enum Command {
     /// Run the daemon.
     Serve(ServeArgs),
+    /// List the machines a running netbootd booted: setup, stage, progress, last error.
+    Machines {
+        /// netbootd's base URL, e.g. http://192.0.2.1:8080.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        server: String,
+        /// File holding an admin token (else CARTE_TOKEN).
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
     /// Work with boot policy folders.
     Policy {
         #[command(subcommand)]
@@ -35,7 +45,12 @@ enum Command {
 #[derive(Subcommand)]
 enum PolicyCommand {
     /// Validate a policy folder; print each problem with file and line; exit 1 if any.
-    Check { dir: PathBuf },
+    Check {
+        dir: PathBuf,
+        /// Data folder whose image store the setups' images are checked against.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 /// Every key of the config file, as a flag; a flag wins over the file.
@@ -70,6 +85,9 @@ struct ServeArgs {
     tftp_dir: Option<PathBuf>,
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// The carte initramfs for image setups, a path under the data folder.
+    #[arg(long)]
+    initramfs: Option<String>,
     #[arg(long)]
     policy_dir: Option<PathBuf>,
     #[arg(long)]
@@ -118,6 +136,9 @@ impl ServeArgs {
         if let Some(v) = self.data_dir {
             cfg.data_dir = v;
         }
+        if let Some(v) = self.initramfs {
+            cfg.initramfs = v;
+        }
         if let Some(v) = self.policy_dir {
             cfg.policy_dir = v;
         }
@@ -130,6 +151,8 @@ impl ServeArgs {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        // Colour codes only on a terminal, not in a log file or the journal.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
@@ -139,21 +162,81 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Machines { server, token_file } => machines(&server, token_file.as_deref()),
         Command::Policy {
-            command: PolicyCommand::Check { dir },
-        } => policy_check(&dir),
+            command: PolicyCommand::Check { dir, data_dir },
+        } => policy_check(&dir, data_dir.as_deref()),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("netbootd: {e:#}");
+            eprintln!("netbootd: {}", report(&e));
             ExitCode::FAILURE
         }
     }
 }
 
-fn policy_check(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
-    match netboot::policy::load_dir(dir) {
+/// The error and its causes on one line, each cause once: our messages already include
+/// their io error, which is also their `source`.
+fn report(e: &anyhow::Error) -> String {
+    let mut out = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !out.contains(&cause) {
+            out.push_str(": ");
+            out.push_str(&cause);
+        }
+    }
+    out
+}
+
+fn machines(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let token = match token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("read token file {}", f.display()))?,
+        None => std::env::var("CARTE_TOKEN")
+            .context("no token: set CARTE_TOKEN or pass --token-file (an admin token)")?,
+    };
+    let url = format!("{}/api/v1/machines", server.trim_end_matches('/'));
+    let agent = ureq::Agent::new_with_config(
+        ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build(),
+    );
+    let mut resp = agent
+        .get(&url)
+        .header("Authorization", format!("Bearer {}", token.trim()))
+        .call()
+        .with_context(|| format!("GET {url}"))?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(16 << 20)
+        .read_to_string()
+        .with_context(|| format!("read the answer of {url}"))?;
+    if status != 200 {
+        anyhow::bail!("GET {url}: server answered {status}: {}", body.trim());
+    }
+    let states: Vec<carte_contract::MachineState> =
+        serde_json::from_str(&body).with_context(|| format!("bad answer from {url}"))?;
+    print!("{}", netboot::machines::table(&states));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn policy_check(
+    dir: &std::path::Path,
+    data_dir: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let catalog: Box<dyn netboot::policy::ImageCatalog> = match data_dir
+        .map(netboot::images::metadata_catalog)
+        .transpose()?
+    {
+        Some(Some(c)) => Box::new(c),
+        Some(None) => Box::new(netboot::policy::MemoryCatalog::default()),
+        None => Box::new(netboot::policy::NoCatalog),
+    };
+    match netboot::policy::load_dir_with(dir, catalog.as_ref()) {
         Ok(policy) => {
             println!(
                 "{}: ok ({} setups, {} groups, {} machines)",

@@ -747,3 +747,77 @@ fn captured_ovmf_pxe_discover() {
     assert_eq!(yiaddr(&out.bytes), Ipv4Addr::UNSPECIFIED);
     assert_eq!(reply_opt(&out.bytes, 97), f.uuid_raw, "uuid echoed");
 }
+
+/// Regression: any client could DECLINE any address, which ended the holder's lease,
+/// quarantined the address, and (with random addresses) grew the lease file for ever.
+#[test]
+fn decline_counts_only_for_the_decliners_own_address() {
+    let e = full();
+    let a = yiaddr(&must(&e, &Req::discover(mac(1))).bytes);
+    must(&e, &request_for(mac(1), a));
+    // Another machine declines mac(1)'s address, and a free pool address it never got.
+    let free = Ipv4Addr::new(192, 0, 2, 104);
+    for ip in [a, free, Ipv4Addr::new(203, 0, 113, 7)] {
+        let decline = Req::new(4, mac(2)).ip_opt(50, ip).ip_opt(54, SERVER);
+        assert!(send(&e, &decline).is_none(), "decline has no reply");
+    }
+    // mac(1) keeps its lease, and the free address is still handed out.
+    assert_eq!(msg_type(&must(&e, &request_for(mac(1), a))), 5);
+    assert_eq!(yiaddr(&must(&e, &Req::discover(mac(1))).bytes), a);
+    assert_eq!(msg_type(&must(&e, &request_for(mac(3), free))), 5);
+}
+
+/// Regression: expired offers were never removed, so DISCOVERs from ever new MACs (a
+/// random-MAC flood) grew the offer table, and the per-request scan over it, for ever.
+#[test]
+fn expired_offers_are_dropped() {
+    use netboot::dhcp::full::{FullMode, OFFER_HOLD_SECS};
+    let mut full = FullMode::new(config(DhcpMode::Full), LeaseStore::in_memory());
+    let policy = Policy::default();
+    for round in 0..20u8 {
+        let now = NOW + u64::from(round) * (OFFER_HOLD_SECS + 1);
+        for m in 0..5u8 {
+            let facts =
+                packet::parse(&Req::discover([2, 0, 0, 0, round, m]).encode()).expect("parse");
+            let mac = facts.mac.expect("ethernet");
+            full.handle(&env(), &policy, &facts, mac, None, now);
+        }
+    }
+    assert_eq!(
+        full.leases.offers_held(),
+        5,
+        "only the last round's offers are held"
+    );
+}
+
+/// Regression: every REQUEST rewrote and fsynced the lease file, so one client repeating
+/// its renewal held the server to a few dozen answers a second. A renewal is written only
+/// once the file's copy has less than half a lease left.
+#[test]
+fn early_renewals_do_not_rewrite_the_lease_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("leases.json");
+    let (store, _) = LeaseStore::load(&path);
+    let e = engine_with(DhcpMode::Full, Policy::default(), store);
+    let a = yiaddr(&must(&e, &Req::discover(mac(1))).bytes);
+    must(&e, &request_for(mac(1), a));
+    let first = std::fs::read_to_string(&path).expect("written");
+    let lease = u64::from(DhcpConfig::default().lease_secs);
+    let at = |now: u64| {
+        let out = e
+            .handle(&request_for(mac(1), a).encode(), peer(), Port::Dhcp, now)
+            .expect("ack");
+        assert_eq!(msg_type(&out), 5);
+    };
+    for later in [1, 10, lease / 4] {
+        at(NOW + later);
+    }
+    assert_eq!(std::fs::read_to_string(&path).expect("read"), first);
+    at(NOW + lease / 2 + 1);
+    let rewritten = std::fs::read_to_string(&path).expect("read");
+    assert_ne!(rewritten, first, "a late renewal is persisted");
+    assert!(
+        rewritten.contains(&(NOW + lease / 2 + 1 + lease).to_string()),
+        "{rewritten}"
+    );
+}

@@ -62,6 +62,7 @@ async fn start(answer: Answer) -> Server {
         select: select.clone(),
         data_dir: data.clone(),
         ipxe_dir: ipxe.clone(),
+        images: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
@@ -240,6 +241,14 @@ async fn arch_comes_from_platform_and_buildarch() {
     };
     check("?platform=pcbios&arch=i386", Some(ClientArch::Bios), true).await;
     check("?platform=efi&arch=x86_64", Some(ClientArch::EfiX64), false).await;
+    // Regression: `buildarch=` (the iPXE setting's name) was ignored, so the arch was
+    // unknown and the machine fell through to a group it should not match.
+    check(
+        "?platform=efi&buildarch=x86_64",
+        Some(ClientArch::EfiX64),
+        false,
+    )
+    .await;
     check("?platform=efi&arch=i386", Some(ClientArch::EfiIa32), false).await;
     check(
         "?platform=efi&arch=arm64",
@@ -580,6 +589,7 @@ async fn service_binds_serves_and_reports_a_taken_port() {
         policy: PolicyHandle::default(),
         data_dir: "/nonexistent".into(),
         ipxe_dir: "/nonexistent".into(),
+        images: None,
     };
     let err = service
         .run(CancellationToken::new())

@@ -50,6 +50,7 @@ async fn decision_is_logged_with_mac_arch_group_setup_answer_in_a_request_span()
         select: Arc::new(Parked),
         data_dir: "/nonexistent".into(),
         ipxe_dir: "/nonexistent".into(),
+        images: None,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use netboot::config::TftpConfig;
-use netboot::tftp::TftpService;
+use netboot::tftp::{Root, TftpService};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
@@ -24,7 +24,7 @@ impl Drop for Server {
 async fn start(roots: Vec<PathBuf>, config: TftpConfig) -> Server {
     let bound = TftpService {
         bind: "127.0.0.1:0".parse().expect("addr"),
-        roots,
+        roots: roots.into_iter().map(Root::contained).collect(),
         config,
     }
     .bind()
@@ -43,7 +43,7 @@ fn config() -> TftpConfig {
         max_windowsize: 8,
         timeout_secs: 1,
         retries: 5,
-        extra_dir: None,
+        ..TftpConfig::default()
     }
 }
 
@@ -638,4 +638,72 @@ async fn negotiated_timeout_governs_retransmission() {
         "{:?}",
         sent.elapsed()
     );
+}
+
+/// Regression: every RRQ started a transfer, so a flood of requests that are never
+/// acknowledged (with `timeout` 255, each held its socket for 25 minutes) took one file
+/// descriptor each until the daemon had none left.
+#[tokio::test]
+async fn transfers_are_capped_per_client_and_freed_when_they_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "f", &pattern(4000, 1));
+    let server = start(
+        vec![dir.path().into()],
+        TftpConfig {
+            retries: 0,
+            max_transfers_per_client: 2,
+            ..config()
+        },
+    )
+    .await;
+    let sock = client().await;
+    // Two transfers start (DATA 1 from their own ports); the third is refused.
+    for _ in 0..2 {
+        sock.send_to(&rrq("f", &[]), server.addr)
+            .await
+            .expect("send");
+        let (p, from) = recv(&sock, Duration::from_secs(2)).await.expect("data");
+        assert_eq!((opcode(&p), block_of(&p)), (3, 1));
+        assert_ne!(from, server.addr);
+    }
+    sock.send_to(&rrq("f", &[]), server.addr)
+        .await
+        .expect("send");
+    let (p, from) = recv(&sock, Duration::from_secs(2)).await.expect("busy");
+    assert_eq!((opcode(&p), block_of(&p), from), (5, 0, server.addr));
+    // Once the unanswered transfers give up, the client is served again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let got = fetch(server.addr, "f", &[])
+        .await
+        .expect("served after the others ended");
+    assert_eq!(got.data, pattern(4000, 1));
+}
+
+#[tokio::test]
+async fn transfers_are_capped_in_total() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    write(dir.path(), "f", &pattern(4000, 2));
+    let server = start(
+        vec![dir.path().into()],
+        TftpConfig {
+            retries: 0,
+            max_transfers: 1,
+            ..config()
+        },
+    )
+    .await;
+    let first = client().await;
+    first
+        .send_to(&rrq("f", &[]), server.addr)
+        .await
+        .expect("send");
+    let (p, _) = recv(&first, Duration::from_secs(2)).await.expect("data");
+    assert_eq!(opcode(&p), 3);
+    let second = client().await;
+    second
+        .send_to(&rrq("f", &[]), server.addr)
+        .await
+        .expect("send");
+    let (p, _) = recv(&second, Duration::from_secs(2)).await.expect("busy");
+    assert_eq!((opcode(&p), block_of(&p)), (5, 0));
 }

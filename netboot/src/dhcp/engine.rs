@@ -58,6 +58,7 @@ pub struct Engine {
 fn answer_name(a: &Answer) -> &'static str {
     match a {
         Answer::Boot(_) => "boot",
+        Answer::Compose(_) => "compose",
         Answer::Local => "local",
         Answer::Wait => "wait",
         Answer::Ignore => "ignore",

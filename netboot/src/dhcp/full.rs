@@ -247,7 +247,7 @@ impl FullMode {
         match facts.message_type {
             Some(MessageType::Discover) => match self.choose(env, policy, facts, mac, now) {
                 Some(ip) => {
-                    self.leases.offer(mac, ip, now + OFFER_HOLD_SECS);
+                    self.leases.offer(mac, ip, now, now + OFFER_HOLD_SECS);
                     FullOutcome::Reply(Box::new(self.answer(
                         env,
                         policy,
@@ -277,8 +277,21 @@ impl FullMode {
                 };
                 match self.check(env, policy, mac, ip, now) {
                     Ok(()) => {
-                        let result = self.leases.bind(mac, ip, lease_end);
-                        self.persist(result);
+                        // A renewal while the file still holds more than half a lease
+                        // is kept in memory: rewriting and fsyncing on every REQUEST let
+                        // one chatty client cap the server at a few dozen answers a second.
+                        let half = u64::from(self.config.lease_secs) / 2;
+                        let fresh_on_disk = self.leases.bound(mac).is_some_and(|l| l.ip == ip)
+                            && self
+                                .leases
+                                .expires_on_disk(mac)
+                                .is_some_and(|end| end >= now + half);
+                        if fresh_on_disk {
+                            self.leases.extend(mac, lease_end);
+                        } else {
+                            let result = self.leases.bind(mac, ip, lease_end);
+                            self.persist(result);
+                        }
                         FullOutcome::Reply(Box::new(self.answer(
                             env,
                             policy,
@@ -313,6 +326,16 @@ impl FullMode {
                 let Some(ip) = facts.requested_ip else {
                     return FullOutcome::Silent("decline names no address".into());
                 };
+                // Only the address this machine was offered or holds: any other would let
+                // one client quarantine addresses at will (and end other machines' leases),
+                // and grow the lease file without bound.
+                let own = [self.leases.offered(mac, now), self.leases.bound(mac)]
+                    .into_iter()
+                    .flatten()
+                    .any(|l| l.ip == ip);
+                if !own {
+                    return FullOutcome::Silent(format!("decline of {ip}, not this machine's"));
+                }
                 let result = self.leases.decline(ip, now + DECLINE_QUARANTINE_SECS);
                 self.persist(result);
                 FullOutcome::Silent(format!("declined {ip}, quarantined"))

@@ -73,6 +73,8 @@ pub struct LeaseStore {
     bound: BTreeMap<MacAddr, Lease>,
     offers: BTreeMap<MacAddr, Lease>,
     declined: BTreeMap<Ipv4Addr, u64>,
+    /// Each bound lease's end as the file last written (or read) has it.
+    on_disk: BTreeMap<MacAddr, u64>,
 }
 
 impl LeaseStore {
@@ -104,6 +106,7 @@ impl LeaseStore {
         }
         let n = file.leases.len();
         for lease in file.leases {
+            store.on_disk.insert(lease.mac, lease.expires);
             store.bound.insert(lease.mac, lease);
         }
         for d in file.declined {
@@ -112,7 +115,7 @@ impl LeaseStore {
         (store, LoadReport::Loaded(n))
     }
 
-    fn save(&self) -> Result<(), LeaseError> {
+    fn save(&mut self) -> Result<(), LeaseError> {
         let Some(path) = &self.path else {
             return Ok(());
         };
@@ -135,7 +138,15 @@ impl LeaseStore {
         write_durably(path, &json).map_err(|source| LeaseError::Write {
             path: path.clone(),
             source,
-        })
+        })?;
+        self.on_disk = self.bound.iter().map(|(m, l)| (*m, l.expires)).collect();
+        Ok(())
+    }
+
+    /// When `mac`'s lease ends according to the lease file (`None`: not in the file, or
+    /// no file).
+    pub fn expires_on_disk(&self, mac: MacAddr) -> Option<u64> {
+        self.on_disk.get(&mac).copied()
     }
 
     /// The bound lease of `mac`, expired or not.
@@ -162,9 +173,16 @@ impl LeaseStore {
         self.declined.get(&ip).is_some_and(|until| *until > now)
     }
 
-    /// Holds `ip` for `mac` until `expires` (in memory).
-    pub fn offer(&mut self, mac: MacAddr, ip: Ipv4Addr, expires: u64) {
+    /// Holds `ip` for `mac` until `expires` (in memory). Offers expired at `now` are
+    /// dropped first, so a flood of DISCOVERs from ever new MACs cannot grow the table.
+    pub fn offer(&mut self, mac: MacAddr, ip: Ipv4Addr, now: u64, expires: u64) {
+        self.offers.retain(|_, l| l.expires > now);
         self.offers.insert(mac, Lease { mac, ip, expires });
+    }
+
+    /// Offers held in memory, expired or not.
+    pub fn offers_held(&self) -> usize {
+        self.offers.len()
     }
 
     pub fn drop_offer(&mut self, mac: MacAddr) {
@@ -179,6 +197,15 @@ impl LeaseStore {
         self.offers.retain(|_, l| l.ip != ip);
         self.bound.insert(mac, Lease { mac, ip, expires });
         self.save()
+    }
+
+    /// Moves the end of `mac`'s bound lease to `expires`, in memory only (the file keeps
+    /// the earlier end until the next write).
+    pub fn extend(&mut self, mac: MacAddr, expires: u64) {
+        self.offers.remove(&mac);
+        if let Some(lease) = self.bound.get_mut(&mac) {
+            lease.expires = lease.expires.max(expires);
+        }
     }
 
     /// Frees `mac`'s lease on `ip`; returns whether there was one. Persists.

@@ -37,6 +37,9 @@ pub enum RequestError {
         path: String,
         source: std::io::Error,
     },
+    /// An image setup cannot be booted now (no store, missing initramfs, store failure).
+    #[error("cannot boot image setup {setup}: {why}")]
+    ImageSetup { setup: String, why: String },
 }
 
 impl RequestError {
@@ -44,7 +47,9 @@ impl RequestError {
         match self {
             Self::BadMac(_) | Self::BadPath(_) => StatusCode::BAD_REQUEST,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
-            Self::Render(_) | Self::Io { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Render(_) | Self::Io { .. } | Self::ImageSetup { .. } => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! inode, and Last-Modified; `If-None-Match` / `If-Modified-Since` answer 304, a single
 //! `Range` answers 206 (416 when unsatisfiable), `If-Range` is honoured. Directories are
 //! not listed (404). Path checks live in `safe_path`, range parsing in `range`.
+//! `send_file_with_etag` is the same answer for a file found another way (boot blobs).
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -21,7 +22,7 @@ use tokio_util::io::ReaderStream;
 
 use super::error::RequestError;
 use super::range::{parse_range, RangeSpec};
-use super::safe_path::{resolve, PathRefused};
+use super::safe_path::{resolve_with, Links, PathRefused};
 use super::state::AppState;
 use crate::ratelimit::RateLimiter;
 
@@ -32,13 +33,21 @@ const CHUNK: usize = 64 * 1024;
 static REFUSED: LazyLock<RateLimiter> =
     LazyLock::new(|| RateLimiter::new(20, Duration::from_secs(60)));
 
+/// Top-level names of the data folder that belong to the image store: its database and
+/// its blobs are reached only through the API and the boot-blob route, never here.
+pub const STORE_NAMES: [&str; 5] = ["carte.db", "carte.db-wal", "carte.db-shm", "blobs", "tmp"];
+
 pub async fn data_file(
     State(state): State<AppState>,
     UrlPath(path): UrlPath<String>,
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    respond(serve(&state.data_dir, &path, &method, &headers).await)
+    let first = path.split('/').find(|s| !s.is_empty()).unwrap_or("");
+    if STORE_NAMES.contains(&first) {
+        return respond(Err(RequestError::NotFound(path)));
+    }
+    respond(serve(&state.data_dir, Links::StayInside, &path, &method, &headers).await)
 }
 
 pub async fn ipxe_bin(
@@ -47,7 +56,8 @@ pub async fn ipxe_bin(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    respond(serve(&state.ipxe_dir, &file, &method, &headers).await)
+    // Debian's ipxe.efi is a link to /boot: the package's links are followed.
+    respond(serve(&state.ipxe_dir, Links::MayLeave, &file, &method, &headers).await)
 }
 
 fn respond(result: Result<Response, RequestError>) -> Response {
@@ -117,11 +127,12 @@ impl FileInfo {
 
 async fn serve(
     root: &Path,
+    links: Links,
     rel: &str,
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, RequestError> {
-    let path = resolve(root, rel).map_err(|e| match e {
+    let path = resolve_with(root, rel, links).map_err(|e| match e {
         PathRefused::Malformed(p) => RequestError::BadPath(p),
         PathRefused::NotServed(p) => RequestError::NotFound(p),
     })?;
@@ -129,7 +140,7 @@ async fn serve(
         path: rel.to_string(),
         source,
     };
-    let mut file = match tokio::fs::File::open(&path).await {
+    let file = match tokio::fs::File::open(&path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(RequestError::NotFound(rel.to_string()))
@@ -140,7 +151,41 @@ async fn serve(
     if !meta.is_file() {
         return Err(RequestError::NotFound(rel.to_string()));
     }
-    let info = FileInfo::of(&meta);
+    send_file(file, FileInfo::of(&meta), method, headers, rel).await
+}
+
+/// Answers a request for an open regular file: validators, 304, Range, HEAD, and the
+/// body streamed with an explicit Content-Length. `etag`, when given, replaces the
+/// size-mtime-inode ETag (content-addressed blobs use their quoted sha256).
+pub(super) async fn send_file_with_etag(
+    file: tokio::fs::File,
+    etag: Option<String>,
+    method: &Method,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<Response, RequestError> {
+    let meta = file.metadata().await.map_err(|source| RequestError::Io {
+        path: what.to_string(),
+        source,
+    })?;
+    let mut info = FileInfo::of(&meta);
+    if let Some(etag) = etag {
+        info.etag = etag;
+    }
+    send_file(file, info, method, headers, what).await
+}
+
+async fn send_file(
+    mut file: tokio::fs::File,
+    info: FileInfo,
+    method: &Method,
+    headers: &HeaderMap,
+    rel: &str,
+) -> Result<Response, RequestError> {
+    let io = |source: std::io::Error| RequestError::Io {
+        path: rel.to_string(),
+        source,
+    };
     let header_str = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
 
     let mut out = HeaderMap::new();

@@ -1,6 +1,7 @@
 //! Resolving a request path under a served root. **No path ever resolves outside the
 //! root**: `..`, `.`, empty segments, absolute paths and backslashes are refused before
-//! touching the file system, and symlinks are followed only to targets inside the root.
+//! touching the file system, hidden names (`.name`) are not served, and symlinks are followed only to targets inside the root
+//! (except in the package-managed iPXE folder, [`Links::MayLeave`]).
 //! It does not open files or decide what is served (that is `files`).
 
 use std::path::{Path, PathBuf};
@@ -16,9 +17,24 @@ pub enum PathRefused {
     NotServed(String),
 }
 
+/// Whether symlinks inside a root may point outside it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Links {
+    /// Only targets inside the root (the data folder).
+    StayInside,
+    /// Anywhere: a package-managed folder (Debian links `ipxe.efi` to `/boot/ipxe.efi`).
+    /// The request path itself still never climbs out.
+    MayLeave,
+}
+
 /// Returns the canonical path of `rel` under `root`, or why it is refused. `rel` is the
 /// already percent-decoded request path, so `%2e%2e` arrives here as `..`.
 pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf, PathRefused> {
+    resolve_with(root, rel, Links::StayInside)
+}
+
+/// [`resolve`] with a choice about symlinks leaving the root.
+pub fn resolve_with(root: &Path, rel: &str, links: Links) -> Result<PathBuf, PathRefused> {
     let malformed = || PathRefused::Malformed(rel.to_string());
     if rel.is_empty() || rel.starts_with('/') || rel.contains(['\\', '\0']) {
         return Err(malformed());
@@ -30,10 +46,15 @@ pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf, PathRefused> {
         return Err(malformed());
     }
     let not_served = || PathRefused::NotServed(rel.to_string());
+    // Hidden names are never served: netbootd keeps its own state (the lease file) in
+    // `.netbootd/` under the data folder, and `.git` and the like are no boot files.
+    if rel.split('/').any(|seg| seg.starts_with('.')) {
+        return Err(not_served());
+    }
     let root = root.canonicalize().map_err(|_| not_served())?;
     let real = root.join(rel).canonicalize().map_err(|_| not_served())?;
     // A symlink inside the root may point anywhere; only its target counts.
-    if !real.starts_with(&root) {
+    if links == Links::StayInside && !real.starts_with(&root) {
         return Err(not_served());
     }
     Ok(real)
@@ -76,6 +97,8 @@ mod tests {
         check("", true);
         check("sub/k\0", true);
         check("out", false);
+        check(".netbootd/leases.json", false);
+        check("sub/.hidden", false);
         check("missing", false);
     }
 }

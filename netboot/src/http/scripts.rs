@@ -1,7 +1,8 @@
 //! The script routes: `GET /boot.ipxe` (the entry script) and `GET /ipxe/{mac}` (the
 //! per-machine script). They turn the request into [`MachineFacts`], ask the [`Select`]
 //! seam, log the decision and hand it to [`crate::ipxe`]. They never write iPXE syntax
-//! themselves and never choose a setup.
+//! themselves and never choose a setup. For an image setup they first resolve its kernel
+//! version in the store and check that the carte initramfs is there.
 //!
 //! [`Select`]: super::Select
 
@@ -22,11 +23,19 @@ use crate::ratelimit::RateLimiter;
 
 static BAD_REQUESTS: LazyLock<RateLimiter> =
     LazyLock::new(|| RateLimiter::new(20, Duration::from_secs(60)));
+static RENDER_FAILED: LazyLock<RateLimiter> =
+    LazyLock::new(|| RateLimiter::new(20, Duration::from_secs(60)));
+
+/// Decision lines: every one while machines boot, not a flood's worth.
+static DECISIONS: LazyLock<RateLimiter> =
+    LazyLock::new(|| RateLimiter::new(200, Duration::from_secs(1)));
 
 /// The query iPXE sends with the per-machine URL ([`ipxe::machine_url`]).
 #[derive(Debug, Default, serde::Deserialize)]
 pub struct ScriptQuery {
-    /// iPXE `${buildarch}`: `i386`, `x86_64`, `arm32`, `arm64`.
+    /// iPXE `${buildarch}`: `i386`, `x86_64`, `arm32`, `arm64`. Also accepted as
+    /// `buildarch=`, the name of the iPXE setting, which people type by hand.
+    #[serde(alias = "buildarch")]
     pub arch: Option<String>,
     /// iPXE `${platform}`: `pcbios` or `efi`.
     pub platform: Option<String>,
@@ -55,27 +64,106 @@ pub async fn machine(
     tracing::Span::current().record("mac", tracing::field::display(mac));
     let facts = facts_from_query(mac, &query);
     let decision = state.select.select(&facts);
-    tracing::info!(
-        mac = %mac,
-        arch = %facts.arch.map(|a| a.name()).unwrap_or_else(|| "unknown".into()),
-        uuid = %facts.uuid.as_deref().unwrap_or("-"),
-        group = %decision.group,
-        setup = %decision.setup,
-        answer = %answer_name(&decision.answer),
-        "boot decision"
-    );
+    if let Some(suppressed) = DECISIONS.allow() {
+        tracing::info!(
+            mac = %mac,
+            arch = %facts.arch.map(|a| a.name()).unwrap_or_else(|| "unknown".into()),
+            uuid = %facts.uuid.as_deref().unwrap_or("-"),
+            group = %decision.group,
+            setup = %decision.setup,
+            answer = %answer_name(&decision.answer),
+            suppressed,
+            "boot decision"
+        );
+    }
     let ctx = ScriptContext {
         base: &state.public_base,
         mac,
         arch: facts.arch,
     };
-    match ipxe::render(&decision, &ctx) {
+    let rendered = match &decision.answer {
+        Answer::Compose(spec) => match resolve(&state, &decision.setup, spec, mac).await {
+            Ok(boot) => ipxe::render_compose(
+                &decision,
+                spec,
+                &boot.kernel,
+                &boot.initramfs,
+                &boot.token,
+                &ctx,
+            )
+            .map_err(RequestError::Render),
+            Err(e) => Err(e),
+        },
+        _ => ipxe::render(&decision, &ctx).map_err(RequestError::Render),
+    };
+    match rendered {
         Ok(script) => script_response(script),
         Err(e) => {
-            tracing::error!("{e}");
-            RequestError::Render(e).into_response()
+            // Any client can ask for any MAC's script: bound the log lines.
+            if let Some(suppressed) = RENDER_FAILED.allow() {
+                tracing::error!(suppressed, "{e}");
+            }
+            e.into_response()
         }
     }
+}
+
+/// What an image setup's script needs, found at request time.
+struct ComposeBoot {
+    kernel: ipxe::ResolvedKernel,
+    initramfs: String,
+    token: String,
+}
+
+/// Prepares one boot of an image setup: resolves its kernel version (`@latest` now),
+/// checks that the carte initramfs exists, makes this boot's token and issues the plan
+/// carte-init will fetch with it. Any failure is the setup's 500.
+async fn resolve(
+    state: &AppState,
+    setup: &str,
+    spec: &crate::policy::ComposeSpec,
+    mac: MacAddr,
+) -> Result<ComposeBoot, RequestError> {
+    let fail = |why: String| RequestError::ImageSetup {
+        setup: setup.to_string(),
+        why,
+    };
+    let Some(images) = &state.images else {
+        return Err(fail("netbootd runs without an image store".into()));
+    };
+    let initramfs = state.data_dir.join(&images.initramfs);
+    if !tokio::fs::metadata(&initramfs)
+        .await
+        .is_ok_and(|m| m.is_file())
+    {
+        // The relative name only: request errors never show where the data folder is.
+        return Err(fail(format!(
+            "the carte initramfs {} is missing from the data folder (build it with \
+             scripts/build-initramfs)",
+            images.initramfs
+        )));
+    }
+    let store = images.store.clone();
+    let spec = spec.clone();
+    let base = state.public_base.clone();
+    let (kernel, plan) = tokio::task::spawn_blocking(move || {
+        let kernel =
+            crate::images::resolve_kernel(&store, &spec.kernel).map_err(|e| e.to_string())?;
+        let token = imaged::token::generate().map_err(|e| e.to_string())?;
+        let plan = crate::plan::build(&store, &spec, &kernel, mac, None, &token, &base)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((kernel, plan))
+    })
+    .await
+    .map_err(|e| fail(format!("store task failed: {e}")))?
+    .map_err(fail)?;
+    let token = plan.token.clone();
+    images.machines.issue(mac, setup, plan);
+    Ok(ComposeBoot {
+        kernel,
+        initramfs: images.initramfs.clone(),
+        token,
+    })
 }
 
 /// The facts of a script request: the MAC from the path, the arch from iPXE's platform
@@ -120,6 +208,7 @@ fn normalise_uuid(s: &str) -> Option<String> {
 fn answer_name(answer: &Answer) -> &'static str {
     match answer {
         Answer::Boot(_) => "boot",
+        Answer::Compose(_) => "compose",
         Answer::Local => "local",
         Answer::Wait => "wait",
         Answer::Ignore => "ignore",

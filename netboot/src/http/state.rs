@@ -2,6 +2,7 @@
 //! route tests can fix the decision; the daemon passes the live [`PolicyHandle`]. The
 //! state holds no per-machine or per-request data: every request reads the policy anew.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,11 +18,43 @@ use crate::policy::{Decision, MachineFacts, PolicyHandle};
 /// request.
 pub trait Select: Send + Sync + 'static {
     fn select(&self, facts: &MachineFacts) -> Decision;
+
+    /// The kernel images the policy names, whose artefacts machines fetch without a
+    /// token at `/boot/blobs/sha256/`. None by default.
+    fn kernel_images(&self) -> BTreeSet<String> {
+        BTreeSet::new()
+    }
 }
 
 impl Select for PolicyHandle {
     fn select(&self, facts: &MachineFacts) -> Decision {
         self.current().select(facts)
+    }
+
+    fn kernel_images(&self) -> BTreeSet<String> {
+        self.current().kernel_images()
+    }
+}
+
+/// The image store as the HTTP service uses it: image setups boot from it, its API is
+/// mounted under `/api/v1`.
+#[derive(Clone, Debug)]
+pub struct ImageRoutes {
+    pub store: imaged::store::Store,
+    /// The carte initramfs, a path under the data folder, served at `/files/`.
+    pub initramfs: String,
+    /// Plans issued per boot and the machines' states.
+    pub machines: Arc<crate::machines::Machines>,
+}
+
+impl ImageRoutes {
+    /// Routes over `store`, with no machine known yet.
+    pub fn new(store: imaged::store::Store, initramfs: &str) -> ImageRoutes {
+        ImageRoutes {
+            store,
+            initramfs: initramfs.to_string(),
+            machines: Arc::default(),
+        }
     }
 }
 
@@ -35,18 +68,39 @@ pub struct AppState {
     pub data_dir: PathBuf,
     /// Served at `/ipxe-bin/`.
     pub ipxe_dir: PathBuf,
+    /// `None`: no image store, so image setups answer 500 and `/api/v1` is absent.
+    pub images: Option<ImageRoutes>,
 }
 
 /// All routes, with one tracing span per request (method, path, peer; `mac` is filled in
 /// by the per-machine script route).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = state
+        .images
+        .as_ref()
+        .map(|i| imaged::api::router(imaged::api::ApiState::new(i.store.clone())));
+    let boot = Router::new()
         .route("/boot.ipxe", get(super::scripts::entry))
         .route("/ipxe/{mac}", get(super::scripts::machine))
         .route("/files/{*path}", get(super::files::data_file))
         .route("/ipxe-bin/{file}", get(super::files::ipxe_bin))
+        .route(
+            "/boot/blobs/sha256/{digest}",
+            get(super::boot_blobs::boot_blob),
+        )
+        .route("/api/v1/machines", get(super::machines::list))
+        .route("/api/v1/machines/{mac}/plan", get(super::machines::plan))
+        .route(
+            "/api/v1/machines/{mac}/events",
+            axum::routing::post(super::machines::event),
+        )
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
-        .with_state(state)
+        .with_state(state);
+    // The API carries its own span layer (with the token's user).
+    match api {
+        Some(api) => boot.merge(api),
+        None => boot,
+    }
 }
 
 fn request_span(req: &Request) -> tracing::Span {

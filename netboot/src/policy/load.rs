@@ -14,7 +14,13 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Answer, BootSpec, Group, MachineEntry, Policy, Selector, Setup, BUILTIN_SETUPS};
+use imaged::model::{ImageKind, ImageRef, VersionSpec};
+
+use super::catalog::{ImageCatalog, NoCatalog};
+use super::{
+    Answer, BootSpec, ComposeSpec, DiskChoice, Group, MachineEntry, MachineLayer, Policy, Selector,
+    Setup, SyncPolicy, BUILTIN_SETUPS,
+};
 use crate::arch::ClientArch;
 use crate::mac::MacAddr;
 
@@ -64,6 +70,27 @@ struct RawSetup {
     #[serde(default)]
     cmdline: String,
     answer: Option<Spanned<String>>,
+    /// System images, bottom to top (image kernels only).
+    #[serde(default)]
+    layers: Vec<Spanned<String>>,
+    #[serde(default)]
+    user: Vec<Spanned<String>>,
+    project: Option<Spanned<String>>,
+    machine: Option<Spanned<String>>,
+    sync: Option<Spanned<String>>,
+    disk: Option<Spanned<String>>,
+}
+
+impl RawSetup {
+    /// True when any key that only an image setup takes is set.
+    fn has_image_keys(&self) -> bool {
+        !self.layers.is_empty()
+            || !self.user.is_empty()
+            || self.project.is_some()
+            || self.machine.is_some()
+            || self.sync.is_some()
+            || self.disk.is_some()
+    }
 }
 
 #[derive(Deserialize)]
@@ -150,8 +177,15 @@ impl Problems {
     }
 }
 
-/// Reads, merges and validates every policy file in `dir`.
+/// Reads, merges and validates every policy file in `dir`, with no image store: a setup
+/// that names an image is reported as not checkable.
 pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
+    load_dir_with(dir, &NoCatalog)
+}
+
+/// Reads, merges and validates every policy file in `dir`; image references are checked
+/// against `catalog` (known image, right kind for the slot, existing version).
+pub fn load_dir_with(dir: &Path, catalog: &dyn ImageCatalog) -> Result<Policy, PolicyErrors> {
     let whole = |message: String| {
         PolicyErrors(vec![PolicyError {
             file: dir.to_path_buf(),
@@ -198,7 +232,7 @@ pub fn load_dir(dir: &Path) -> Result<Policy, PolicyErrors> {
     // A file that did not parse may define the setups or the default group others rely
     // on: do not pile guesses on top of its real error.
     let complete = problems.0.is_empty();
-    let policy = validate(&parsed, complete, &mut problems);
+    let policy = validate(&parsed, complete, catalog, &mut problems);
     if problems.0.is_empty() {
         Ok(policy)
     } else {
@@ -218,11 +252,10 @@ fn policy_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         if !is_policy_file_name(name) {
             continue;
         }
-        let path = entry.path();
-        // Follows symlinks, so a linked file counts and a dangling link is skipped.
-        if path.is_file() {
-            files.push(path);
-        }
+        // Every `*.toml` entry counts, whatever it is: a directory, a dangling link or a
+        // link loop under a policy name is reported when it is read, never skipped
+        // quietly (skipping would drop its groups and reservations without a word).
+        files.push(entry.path());
     }
     files.sort();
     Ok(files)
@@ -237,9 +270,14 @@ pub(crate) fn is_policy_file_name(name: &str) -> bool {
         && !name.starts_with('#')
 }
 
-fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problems) -> Policy {
+fn validate(
+    parsed: &[(Source, RawFile)],
+    complete: bool,
+    catalog: &dyn ImageCatalog,
+    problems: &mut Problems,
+) -> Policy {
     let mut policy = Policy::default();
-    let setup_names = validate_setups(parsed, &mut policy, problems);
+    let setup_names = validate_setups(parsed, catalog, &mut policy, problems);
     validate_machines(parsed, &mut policy, problems);
     validate_groups(parsed, &setup_names, complete, &mut policy, problems);
     policy
@@ -248,6 +286,7 @@ fn validate(parsed: &[(Source, RawFile)], complete: bool, problems: &mut Problem
 /// Fills `policy.setups`; returns every setup name declared (valid or not) with where.
 fn validate_setups(
     parsed: &[(Source, RawFile)],
+    catalog: &dyn ImageCatalog,
     policy: &mut Policy,
     problems: &mut Problems,
 ) -> HashMap<String, Origin> {
@@ -273,7 +312,7 @@ fn validate_setups(
                 continue;
             }
             setup_names.insert(name.clone(), origin.clone());
-            if let Some(answer) = setup_answer(src, &origin, name, setup, problems) {
+            if let Some(answer) = setup_answer(src, &origin, name, setup, catalog, problems) {
                 policy.setups.insert(
                     name.clone(),
                     Setup {
@@ -495,6 +534,7 @@ fn setup_answer(
     origin: &Origin,
     name: &str,
     setup: &RawSetup,
+    catalog: &dyn ImageCatalog,
     problems: &mut Problems,
 ) -> Option<Answer> {
     let answer = setup.answer.as_ref().map(|a| (a.get_ref().as_str(), a));
@@ -514,11 +554,16 @@ fn setup_answer(
         }
     };
     if let Some(answer) = non_boot {
-        if setup.kernel.is_some() || !setup.initrd.is_empty() || !setup.cmdline.is_empty() {
+        if setup.kernel.is_some()
+            || !setup.initrd.is_empty()
+            || !setup.cmdline.is_empty()
+            || setup.has_image_keys()
+        {
             problems.at(
                 origin,
                 format!(
-                    "setup {name:?}: kernel, initrd and cmdline only apply to answer = \"boot\""
+                    "setup {name:?}: kernel, initrd, cmdline, layers, user, project, machine, \
+                     sync and disk only apply to answer = \"boot\""
                 ),
             );
             return None;
@@ -532,6 +577,19 @@ fn setup_answer(
         );
         return None;
     };
+    if is_image_ref(kernel.get_ref()) {
+        return compose_answer(src, name, kernel, setup, catalog, problems);
+    }
+    if setup.has_image_keys() {
+        problems.at(
+            origin,
+            format!(
+                "setup {name:?}: layers, user, project, machine, sync and disk need an image kernel \
+                 (kernel = \"name@N\" or \"name@latest\")"
+            ),
+        );
+        return None;
+    }
     let mut ok = true;
     for artefact in std::iter::once(kernel).chain(&setup.initrd) {
         if let Err(reason) = check_artefact(artefact.get_ref()) {
@@ -548,6 +606,218 @@ fn setup_answer(
             initrds: setup.initrd.iter().map(|i| i.get_ref().clone()).collect(),
             cmdline: setup.cmdline.clone(),
         })
+    })
+}
+
+/// True when a kernel value means an image (`name@N`, `name@latest`) rather than a path
+/// under data_dir or a URL: it has an `@` and neither a `/` nor a `:`.
+fn is_image_ref(value: &str) -> bool {
+    value.contains('@') && !value.contains('/') && !value.contains(':')
+}
+
+/// Which kinds of image each slot of an image setup takes.
+#[derive(Clone, Copy)]
+enum Slot {
+    Kernel,
+    Layers,
+    User,
+    Project,
+}
+
+impl Slot {
+    fn key(self) -> &'static str {
+        match self {
+            Slot::Kernel => "kernel",
+            Slot::Layers => "layers",
+            Slot::User => "user",
+            Slot::Project => "project",
+        }
+    }
+
+    fn takes(self, kind: ImageKind) -> bool {
+        match self {
+            Slot::Kernel => kind == ImageKind::Kernel,
+            Slot::Layers => kind == ImageKind::System,
+            Slot::User => matches!(kind, ImageKind::User | ImageKind::Temporary),
+            Slot::Project => kind == ImageKind::Project,
+        }
+    }
+
+    fn wants(self) -> &'static str {
+        match self {
+            Slot::Kernel => "a kernel image",
+            Slot::Layers => "system images",
+            Slot::User => "user or temporary images",
+            Slot::Project => "a project image",
+        }
+    }
+}
+
+/// Parses one image reference and checks it against the catalog: the image exists, its
+/// kind fits the slot and the version is there.
+fn check_image(
+    src: &Source,
+    setup: &str,
+    slot: Slot,
+    value: &Spanned<String>,
+    catalog: &dyn ImageCatalog,
+    problems: &mut Problems,
+) -> Option<ImageRef> {
+    let at = src.origin(value);
+    let key = slot.key();
+    let r: ImageRef = match value.get_ref().parse() {
+        Ok(r) => r,
+        Err(e) => {
+            problems.at(&at, format!("setup {setup:?}: {key}: {e}"));
+            return None;
+        }
+    };
+    let image = match catalog.image(&r.name) {
+        Ok(Some(image)) => image,
+        Ok(None) => {
+            problems.at(
+                &at,
+                format!("setup {setup:?}: {key}: unknown image {:?}", r.name),
+            );
+            return None;
+        }
+        Err(why) => {
+            problems.at(
+                &at,
+                format!("setup {setup:?}: {key}: cannot check {r}: {why}"),
+            );
+            return None;
+        }
+    };
+    if !slot.takes(image.kind) {
+        problems.at(
+            &at,
+            format!(
+                "setup {setup:?}: {key}: {} is a {} image; {key} takes {}",
+                r.name,
+                image.kind,
+                slot.wants()
+            ),
+        );
+        return None;
+    }
+    let missing = match r.version {
+        VersionSpec::Exact(n) => (!image.versions.contains(&n)).then(|| {
+            let have = image
+                .versions
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>();
+            let have = if have.is_empty() {
+                "none yet".to_string()
+            } else {
+                have.join(", ")
+            };
+            format!("image {} has no version {n} (versions: {have})", r.name)
+        }),
+        VersionSpec::Latest => image
+            .versions
+            .is_empty()
+            .then(|| format!("image {} has no versions yet, so no latest", r.name)),
+    };
+    if let Some(why) = missing {
+        problems.at(&at, format!("setup {setup:?}: {key}: {why}"));
+        return None;
+    }
+    Some(r)
+}
+
+/// The answer of a setup whose kernel is an image.
+fn compose_answer(
+    src: &Source,
+    name: &str,
+    kernel: &Spanned<String>,
+    setup: &RawSetup,
+    catalog: &dyn ImageCatalog,
+    problems: &mut Problems,
+) -> Option<Answer> {
+    let before = problems.0.len();
+    if let Some(first) = setup.initrd.first() {
+        problems.at(
+            &src.origin(first),
+            format!(
+                "setup {name:?}: initrd does not go with an image kernel (carte adds its \
+                 initramfs and the kernel's modules itself)"
+            ),
+        );
+    }
+    let kernel = check_image(src, name, Slot::Kernel, kernel, catalog, problems);
+    let list = |slot: Slot, values: &[Spanned<String>], problems: &mut Problems| {
+        values
+            .iter()
+            .filter_map(|v| check_image(src, name, slot, v, catalog, problems))
+            .collect::<Vec<_>>()
+    };
+    let layers = list(Slot::Layers, &setup.layers, problems);
+    let user = list(Slot::User, &setup.user, problems);
+    let project = setup
+        .project
+        .as_ref()
+        .and_then(|p| check_image(src, name, Slot::Project, p, catalog, problems));
+    let machine = match setup.machine.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+        None | Some(("persist", _)) => MachineLayer::Persist,
+        Some(("ephemeral", _)) => MachineLayer::Ephemeral,
+        Some((other, at)) => {
+            problems.at(
+                &src.origin(at),
+                format!(
+                    "setup {name:?}: machine = {other:?}: expected \"persist\" or \"ephemeral\""
+                ),
+            );
+            MachineLayer::Persist
+        }
+    };
+    let sync = match setup.sync.as_ref().map(|m| (m.get_ref().as_str(), m)) {
+        None | Some(("never", _)) => SyncPolicy::Never,
+        Some(("on-next-boot", _)) => SyncPolicy::OnNextBoot,
+        Some((other, at)) => {
+            problems.at(
+                &src.origin(at),
+                format!("setup {name:?}: sync = {other:?}: expected \"never\" or \"on-next-boot\""),
+            );
+            SyncPolicy::Never
+        }
+    };
+    let disk = match setup.disk.as_ref().map(|d| (d.get_ref().as_str(), d)) {
+        None | Some(("largest", _)) => DiskChoice::Largest,
+        Some(("first", _)) => DiskChoice::First,
+        Some(("none", _)) => DiskChoice::None,
+        Some((dev, _)) if is_device(dev) => DiskChoice::Device(dev.to_string()),
+        Some((other, at)) => {
+            problems.at(
+                &src.origin(at),
+                format!(
+                    "setup {name:?}: disk = {other:?}: expected \"largest\", \"first\", \
+                     \"none\" or a device such as \"/dev/vda\""
+                ),
+            );
+            DiskChoice::Largest
+        }
+    };
+    if problems.0.len() != before {
+        return None;
+    }
+    Some(Answer::Compose(ComposeSpec {
+        kernel: kernel?,
+        layers,
+        user,
+        project,
+        machine,
+        sync,
+        disk,
+        cmdline: setup.cmdline.clone(),
+    }))
+}
+
+/// `/dev/NAME` with a plain device name (letters, digits).
+fn is_device(value: &str) -> bool {
+    value.strip_prefix("/dev/").is_some_and(|n| {
+        !n.is_empty() && n.len() <= 32 && n.bytes().all(|b| b.is_ascii_alphanumeric())
     })
 }
 

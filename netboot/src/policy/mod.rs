@@ -6,19 +6,22 @@
 //! [`watch`] swaps in a new policy only when the whole folder validates, so a bad edit
 //! never replaces the good one.
 
+pub mod catalog;
 pub mod load;
 pub mod select;
 pub mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, RwLock};
 
 use crate::arch::ClientArch;
 use crate::mac::MacAddr;
+use imaged::model::ImageRef;
 
-pub use load::{load_dir, PolicyError, PolicyErrors};
-pub use watch::watch;
+pub use catalog::{CatalogImage, ImageCatalog, MemoryCatalog, NoCatalog};
+pub use load::{load_dir, load_dir_with, PolicyError, PolicyErrors};
+pub use watch::{watch, watch_with};
 
 /// Built-in setup names that need no `[setup.*]` table.
 pub const BUILTIN_SETUPS: [&str; 3] = ["local", "wait", "ignore"];
@@ -39,6 +42,8 @@ pub struct Policy {
 pub enum Answer {
     /// Boot a kernel over HTTP.
     Boot(BootSpec),
+    /// Boot a kernel image with the carte initramfs, which composes the named layers.
+    Compose(ComposeSpec),
     /// Boot the local disk (`sanboot` on BIOS, `exit` on UEFI).
     Local,
     /// Park: sleep, then ask again, so a queued setup starts without a power cycle.
@@ -56,6 +61,83 @@ pub struct BootSpec {
     pub initrds: Vec<String>,
     /// Extra kernel command line; carte's own arguments are appended by the renderer.
     pub cmdline: String,
+}
+
+impl Answer {
+    /// The answer's name in logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Answer::Boot(_) => "boot",
+            Answer::Compose(_) => "compose",
+            Answer::Local => "local",
+            Answer::Wait => "wait",
+            Answer::Ignore => "ignore",
+        }
+    }
+}
+
+/// A setup made of images: `kernel = "linux@2"`, `layers = [...]` and so on. Every
+/// reference was checked against the image catalog when the policy was loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComposeSpec {
+    /// A kernel image; its `vmlinuz` is booted and its `modules` cpio is an initrd.
+    pub kernel: ImageRef,
+    /// System images, bottom to top: the read-only lower layers of the root.
+    pub layers: Vec<ImageRef>,
+    /// User (or temporary) images.
+    pub user: Vec<ImageRef>,
+    /// A project image.
+    pub project: Option<ImageRef>,
+    pub machine: MachineLayer,
+    pub sync: SyncPolicy,
+    /// Which local disk holds the layer cache; carte never wipes a disk with foreign data.
+    pub disk: DiskChoice,
+    /// Extra kernel command line; carte's own arguments are appended by the renderer.
+    pub cmdline: String,
+}
+
+impl ComposeSpec {
+    /// Every image the setup names.
+    pub fn refs(&self) -> impl Iterator<Item = &ImageRef> {
+        std::iter::once(&self.kernel)
+            .chain(&self.layers)
+            .chain(&self.user)
+            .chain(&self.project)
+    }
+}
+
+/// What becomes of the machine's persistent layer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MachineLayer {
+    /// Kept on the local disk across boots (the default).
+    #[default]
+    Persist,
+    /// Started empty at every boot.
+    Ephemeral,
+}
+
+/// `disk = ...` of an image setup.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum DiskChoice {
+    /// The largest non-removable disk (the default).
+    #[default]
+    Largest,
+    /// The first non-removable disk in kernel order.
+    First,
+    /// No disk: the cache lives in RAM for this boot.
+    None,
+    /// This device (`/dev/vda`).
+    Device(String),
+}
+
+/// When changes to machine and user layers go back to the server.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SyncPolicy {
+    /// Never (the default).
+    #[default]
+    Never,
+    /// At the start of the next boot, before the layers are mounted.
+    OnNextBoot,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +190,33 @@ pub struct Decision {
     pub group: String,
     pub setup: String,
     pub answer: Answer,
+}
+
+impl Policy {
+    /// Names of the setups that name image `image` (any version), for refusing its
+    /// deletion.
+    pub fn setups_using(&self, image: &str) -> Vec<String> {
+        self.setups
+            .values()
+            .filter(|s| match &s.answer {
+                Answer::Compose(c) => c.refs().any(|r| r.name == image),
+                _ => false,
+            })
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// The kernel images setups name: their artefacts are served to machines without a
+    /// token (kernels are world-readable by contract).
+    pub fn kernel_images(&self) -> BTreeSet<String> {
+        self.setups
+            .values()
+            .filter_map(|s| match &s.answer {
+                Answer::Compose(c) => Some(c.kernel.name.clone()),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// The live policy, shared by the DHCP, TFTP and HTTP services. Cheap to clone.

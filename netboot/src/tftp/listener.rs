@@ -1,10 +1,13 @@
 //! The request loop on the TFTP port: parses each datagram and starts one transfer task
-//! per read request.
+//! (and so one transfer thread) per read request.
 //!
 //! Nothing a client sends stops this loop: malformed packets are logged (rate-limited) and
-//! dropped, write requests are refused, stray DATA/ACK/OACK get ERROR 4. The loop never
+//! dropped, write requests are refused, stray DATA/ACK/OACK get ERROR 4, and a read request
+//! past the transfer limits ([`Slots`]) gets ERROR 0 "server busy". The loop never
 //! sends file data itself and keeps no per-client state, so a UEFI client's fresh RRQ
-//! after its size probe is served at once, whatever the probe transfer is doing.
+//! after its size probe is served at once, whatever the probe transfer is doing. Each
+//! transfer holds a thread of tokio's blocking pool (512 by default), so the slot limits
+//! (256 in total by default) also keep a flood of requests from taking every thread.
 
 use std::net::SocketAddr;
 
@@ -15,12 +18,14 @@ use tracing::Instrument;
 
 use super::packet::{self, ErrorCode, Packet, ParseError};
 use super::path::Refusal;
+use super::slots::Slots;
 use super::transfer::{self, Context, Outcome};
 
 /// A TFTP server whose socket is bound; [`BoundTftp::run`] serves until shutdown.
 #[derive(Debug)]
 pub struct BoundTftp {
     pub(super) socket: UdpSocket,
+    pub(super) slots: Slots,
     pub(super) ctx: Context,
 }
 
@@ -63,18 +68,27 @@ impl BoundTftp {
 
     async fn handle(&self, datagram: &[u8], peer: SocketAddr, transfers: &mut JoinSet<()>) {
         let reply = match packet::parse(datagram) {
-            Ok(Packet::Rrq(request)) => {
-                let span = tracing::info_span!("tftp", %peer, file = %request.filename);
-                let ctx = self.ctx.clone();
-                transfers.spawn(
-                    async move {
-                        let outcome = transfer::serve(ctx.clone(), peer, request).await;
-                        log_outcome(&ctx, outcome);
+            Ok(Packet::Rrq(request)) => match self.slots.take(peer.ip()) {
+                Ok(slot) => {
+                    let span = tracing::info_span!("tftp", %peer, file = %request.filename);
+                    let ctx = self.ctx.clone();
+                    transfers.spawn(
+                        async move {
+                            let _slot = slot;
+                            let outcome = transfer::serve(ctx.clone(), peer, request).await;
+                            log_outcome(&ctx, outcome);
+                        }
+                        .instrument(span),
+                    );
+                    return;
+                }
+                Err(full) => {
+                    if let Some(suppressed) = self.ctx.noise.allow() {
+                        tracing::warn!(%peer, file = %request.filename, limit = ?full, suppressed, "tftp: too many transfers, request refused");
                     }
-                    .instrument(span),
-                );
-                return;
-            }
+                    packet::encode_error(ErrorCode::NotDefined, "server busy, try again")
+                }
+            },
             Ok(Packet::Wrq(request)) => {
                 if let Some(suppressed) = self.ctx.noise.allow() {
                     tracing::info!(%peer, file = %request.filename, suppressed, "tftp: write request refused");
@@ -144,6 +158,8 @@ fn log_outcome(ctx: &Context, outcome: Result<Outcome, transfer::TransferError>)
                 }
             }
         }
+        // A transfer stops only once nobody awaits it, so this is not reached in practice.
+        Ok(Outcome::Stopped { block }) => tracing::debug!(block, "transfer stopped"),
         Err(e) => {
             if let Some(suppressed) = ctx.noise.allow() {
                 tracing::warn!(error = %e, suppressed, "transfer failed");

@@ -1,8 +1,10 @@
 //! TFTP: a small read-only server on tokio for first-stage files (iPXE binaries and one
-//! optional small folder).
+//! optional small folder). The request loop is async; each transfer runs as blocking code
+//! on a blocking-pool thread, because lockstep TFTP is bound by wake-up latency.
 //!
 //! Modules: `packet` (wire format), `options` (negotiation), `path` (name to file inside a
-//! root), `transfer` (one RRQ on its own socket), `listener` (the request loop).
+//! root), `transfer` (one RRQ on its own socket and blocking-pool thread), `slots` (how many
+//! transfers may run, in total and per client), `listener` (the request loop).
 //!
 //! Deliberately absent: writes (WRQ gets ERROR 2), netascii translation (netascii requests
 //! are served byte for byte like octet, since only binaries are served here), large files
@@ -14,10 +16,10 @@ mod listener;
 pub mod options;
 pub mod packet;
 pub mod path;
+pub mod slots;
 pub mod transfer;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,6 +27,7 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 
 pub use listener::BoundTftp;
+pub use path::Root;
 
 use crate::config::TftpConfig;
 use crate::ratelimit::RateLimiter;
@@ -34,7 +37,7 @@ pub struct TftpService {
     /// Port 0 binds an ephemeral port (tests learn it from [`BoundTftp::local_addr`]).
     pub bind: SocketAddr,
     /// Folders searched in order; the first that holds a requested name serves it.
-    pub roots: Vec<PathBuf>,
+    pub roots: Vec<Root>,
     pub config: TftpConfig,
 }
 
@@ -58,6 +61,10 @@ impl TftpService {
             })?;
         Ok(BoundTftp {
             socket,
+            slots: slots::Slots::new(
+                self.config.max_transfers,
+                self.config.max_transfers_per_client,
+            ),
             ctx: transfer::Context {
                 ip: self.bind.ip(),
                 roots: self.roots.into(),

@@ -11,6 +11,8 @@ use crate::config::TftpConfig;
 /// RFC 2348 bounds for blksize.
 const BLKSIZE_MIN: u32 = 8;
 pub const BLKSIZE_MAX: u16 = 65464;
+/// Largest `timeout` option granted, in seconds.
+pub const MAX_TIMEOUT_SECS: u8 = 10;
 /// Classic TFTP block size, used when blksize is not negotiated.
 pub const DEFAULT_BLKSIZE: u16 = 512;
 /// Keeps a window well below half the 16-bit block space, so an ACK number always
@@ -55,10 +57,17 @@ pub fn negotiate(requested: &[(String, String)], config: &TftpConfig, size: u64)
                 }),
             // The RRQ carries 0; the answer is the real size whatever was sent.
             "tsize" => value.parse::<u64>().ok().map(|_| size.to_string()),
-            "timeout" => value.parse::<u8>().ok().filter(|&v| v >= 1).map(|v| {
-                n.timeout = Duration::from_secs(u64::from(v));
-                v.to_string()
-            }),
+            // Above the cap the option is declined (the default applies): a request that
+            // is never acknowledged would otherwise hold its transfer slot for up to
+            // 255 s times the retries.
+            "timeout" => value
+                .parse::<u8>()
+                .ok()
+                .filter(|&v| (1..=MAX_TIMEOUT_SECS).contains(&v))
+                .map(|v| {
+                    n.timeout = Duration::from_secs(u64::from(v));
+                    v.to_string()
+                }),
             "windowsize" => value.parse::<u16>().ok().filter(|&v| v >= 1).map(|v| {
                 let cap = config.max_windowsize.clamp(1, WINDOWSIZE_LIMIT);
                 n.windowsize = v.min(cap);
@@ -134,6 +143,8 @@ mod tests {
         check(&[("windowsize", "70000")], 1, 512, 1, &[]);
         check(&[("timeout", "0")], 1, 512, 1, &[]);
         check(&[("timeout", "256")], 1, 512, 1, &[]);
+        check(&[("timeout", "11")], 1, 512, 1, &[]);
+        check(&[("timeout", "255")], 1, 512, 1, &[]);
         check(&[("tsize", "x")], 1, 512, 1, &[]);
         check(&[("multicast", "")], 1, 512, 1, &[]);
         check(

@@ -149,10 +149,16 @@ fn utf8(field: Option<&[u8]>) -> Result<String, ParseError> {
 /// DATA header followed by `data`.
 pub fn encode_data(block: u16, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(4 + data.len());
-    out.extend_from_slice(&DATA.to_be_bytes());
-    out.extend_from_slice(&block.to_be_bytes());
+    out.extend_from_slice(&data_header(block));
     out.extend_from_slice(data);
     out
+}
+
+/// The first four bytes of a DATA packet, for senders that fill their own buffers.
+pub fn data_header(block: u16) -> [u8; 4] {
+    let [op0, op1] = DATA.to_be_bytes();
+    let [b0, b1] = block.to_be_bytes();
+    [op0, op1, b0, b1]
 }
 
 pub fn encode_error(code: ErrorCode, message: &str) -> Vec<u8> {

@@ -3,10 +3,46 @@
 //! The name is cleaned into plain components first (no `..`, no NUL, `\` as a separator),
 //! then looked up in each root in order; the first root holding the name decides. The real
 //! path is canonicalized and must stay inside the canonical root, so a symlink cannot lead
-//! out. This module only decides; it does not open files or speak TFTP, and its outcomes
-//! never carry real paths to the client.
+//! out, except in a [`Root::packaged`] folder: the iPXE folder belongs to the package
+//! manager, and Debian's links `ipxe.efi` to `/boot/ipxe.efi`. A client's name never
+//! climbs out either way (`..` is refused before any lookup). This module only decides;
+//! it does not open files or speak TFTP, and its outcomes never carry real paths to the
+//! client.
 
 use std::path::{Component, Path, PathBuf};
+
+/// One folder served over TFTP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Root {
+    pub dir: PathBuf,
+    /// Symlinks in this folder may point outside it (trusted, package-managed folders).
+    pub links_may_leave: bool,
+}
+
+impl Root {
+    /// A folder whose symlinks must stay inside it.
+    pub fn contained(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            links_may_leave: false,
+        }
+    }
+
+    /// A package-managed folder (the iPXE binaries): its own symlinks are followed
+    /// wherever they point.
+    pub fn packaged(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            links_may_leave: true,
+        }
+    }
+}
+
+impl From<PathBuf> for Root {
+    fn from(dir: PathBuf) -> Self {
+        Self::contained(dir)
+    }
+}
 
 /// Why a name is not served.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -45,10 +81,14 @@ pub fn clean(name: &str) -> Result<Vec<&str>, Refusal> {
 }
 
 /// Finds the file for `name`: the canonical path of a regular file inside the first root
-/// that holds the name.
-pub fn resolve(roots: &[PathBuf], name: &str) -> Result<PathBuf, Refusal> {
+/// that holds the name (or, for a packaged root, wherever its link points).
+pub fn resolve(roots: &[Root], name: &str) -> Result<PathBuf, Refusal> {
     let parts = clean(name)?;
-    for root in roots {
+    for Root {
+        dir: root,
+        links_may_leave,
+    } in roots
+    {
         let candidate = parts.iter().fold(root.clone(), |p, part| p.join(part));
         // Follows symlinks: a dangling link counts as absent from this root.
         match std::fs::metadata(&candidate) {
@@ -59,7 +99,7 @@ pub fn resolve(roots: &[PathBuf], name: &str) -> Result<PathBuf, Refusal> {
         let (Ok(real_root), Ok(real)) = (root.canonicalize(), candidate.canonicalize()) else {
             return Err(Refusal::Refused("cannot canonicalize"));
         };
-        if !real.starts_with(&real_root) {
+        if !links_may_leave && !real.starts_with(&real_root) {
             return Err(Refusal::Refused("path leaves its root"));
         }
         return match std::fs::metadata(&real) {
@@ -120,7 +160,7 @@ mod tests {
         std::os::unix::fs::symlink(&outside, one.join("escape")).expect("symlink");
         std::os::unix::fs::symlink("sub/f", one.join("inner")).expect("symlink");
         std::os::unix::fs::symlink(tmp.path(), one.join("updir")).expect("symlink");
-        let roots = vec![one.clone(), two.clone()];
+        let roots = vec![Root::contained(&one), Root::contained(&two)];
         let real = |p: PathBuf| p.canonicalize().expect("canonical");
 
         assert_eq!(resolve(&roots, "both"), Ok(real(one.join("both"))));
@@ -142,5 +182,36 @@ mod tests {
             Err(Refusal::Refused("not a regular file"))
         );
         assert_eq!(resolve(&roots, "/etc/passwd"), Err(Refusal::NotFound));
+    }
+
+    #[test]
+    fn packaged_roots_follow_their_links_out() {
+        // Debian: /usr/lib/ipxe/ipxe.efi -> /boot/ipxe.efi.
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let ipxe = tmp.path().join("ipxe");
+        let boot = tmp.path().join("boot");
+        std::fs::create_dir_all(&ipxe).expect("mkdir");
+        std::fs::create_dir_all(boot.join("dir")).expect("mkdir");
+        std::fs::write(boot.join("ipxe.efi"), b"efi").expect("write");
+        std::fs::write(tmp.path().join("secret"), b"s").expect("write");
+        std::os::unix::fs::symlink(boot.join("ipxe.efi"), ipxe.join("ipxe.efi")).expect("ln");
+        std::os::unix::fs::symlink(boot.join("dir"), ipxe.join("dir")).expect("ln");
+        let real = boot.join("ipxe.efi").canonicalize().expect("canonical");
+
+        let packaged = [Root::packaged(&ipxe)];
+        assert_eq!(resolve(&packaged, "ipxe.efi"), Ok(real));
+        // Still only regular files, and a client's own `..` never climbs out.
+        assert_eq!(
+            resolve(&packaged, "dir"),
+            Err(Refusal::Refused("not a regular file"))
+        );
+        assert_eq!(
+            resolve(&packaged, "../secret"),
+            Err(Refusal::Refused("name contains .."))
+        );
+        assert_eq!(
+            resolve(&[Root::contained(&ipxe)], "ipxe.efi"),
+            Err(Refusal::Refused("path leaves its root"))
+        );
     }
 }

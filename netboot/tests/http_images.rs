@@ -1,0 +1,455 @@
+//! Image setups end to end over HTTP: a small kernel version pushed into a temporary
+//! store, a policy naming it, the rendered script, and the URLs in it fetched (right
+//! bytes, sha256 ETag, Range); blobs the policy does not name are 404; `@latest`
+//! follows a new push without a policy edit; the boot token on the command line fetches
+//! the machine's plan, whose layers are fetchable, and posts events that admins list; the
+//! mounted API refuses to delete an image a setup uses, naming the setup.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use imaged::access::Principal;
+use imaged::blob::sha256_of;
+use imaged::model::{
+    Artefact, ArtefactName, Digest, ImageKind, LayerFormat, LayerMeta, NewImage, NewVersion, Role,
+};
+use imaged::store::Store;
+use netboot::http::{serve, AppState, ImageRoutes};
+use netboot::images::{open_store, PolicyReferences, StoreCatalog};
+use netboot::policy::watch_with;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One HTTP/1.1 request over a fresh connection; reads until the server closes it.
+async fn request(addr: SocketAddr, method: &str, target: &str, extra: &[(&str, &str)]) -> Resp {
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    conn.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    conn.read_to_end(&mut raw).await.expect("read");
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("end of headers");
+    let head = String::from_utf8(raw[..split].to_vec()).expect("utf8 head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .expect("status code");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        .collect();
+    Resp {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+/// Pushes one version of `name` with these artefact contents; returns their digests.
+fn push(
+    store: &Store,
+    name: &str,
+    kind: ImageKind,
+    files: &[(ArtefactName, &[u8])],
+    release: Option<&str>,
+) -> BTreeMap<ArtefactName, Digest> {
+    let admin = Principal::local_admin();
+    if store.show_image(&admin, name).is_err() {
+        store
+            .create_image(
+                &admin,
+                NewImage {
+                    name: name.into(),
+                    kind,
+                    project: None,
+                    expires_at: None,
+                },
+            )
+            .expect("create image");
+    }
+    let mut artefacts = BTreeMap::new();
+    for (artefact, bytes) in files {
+        let a = store
+            .upload_blob(&admin, name, &mut &bytes[..], Some(&sha256_of(bytes)))
+            .expect("upload");
+        artefacts.insert(*artefact, a);
+    }
+    let mut layer = LayerMeta::plain(LayerFormat::Erofs);
+    layer.kernel_release = release.map(String::from);
+    let digests = artefacts
+        .iter()
+        .map(|(k, a): (&ArtefactName, &Artefact)| (*k, a.sha256.clone()))
+        .collect();
+    store
+        .add_version(&admin, name, NewVersion { layer, artefacts })
+        .expect("add version");
+    digests
+}
+
+fn kernel_files<'a>(vmlinuz: &'a [u8], modules: &'a [u8]) -> Vec<(ArtefactName, &'a [u8])> {
+    vec![
+        (ArtefactName::Layer, b"erofs of /lib/modules".as_slice()),
+        (ArtefactName::Vmlinuz, vmlinuz),
+        (ArtefactName::Modules, modules),
+    ]
+}
+
+/// The URLs of the `kernel` and `initrd` lines of a script, in order.
+fn boot_urls(script: &str) -> Vec<String> {
+    script
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            match words.next() {
+                Some("kernel") => words.next(),
+                Some("initrd") => words.nth(2),
+                _ => None,
+            }
+        })
+        .map(String::from)
+        .collect()
+}
+
+fn path_of(url: &str, base: &str) -> String {
+    url.strip_prefix(base).expect("served by us").to_string()
+}
+
+fn write(path: &Path, bytes: &[u8]) {
+    std::fs::create_dir_all(path.parent().expect("parent")).expect("mkdir");
+    std::fs::write(path, bytes).expect("write");
+}
+
+#[tokio::test]
+async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let policy_dir = dir.path().join("policy");
+    std::fs::create_dir_all(&data).expect("mkdir");
+    std::fs::create_dir_all(&policy_dir).expect("mkdir");
+
+    let refs = PolicyReferences::default();
+    let store = open_store(&data, refs.clone()).expect("store");
+    let vmlinuz = b"MZ kernel version one".as_slice();
+    let modules = b"070701 modules cpio of version one".as_slice();
+    let k1 = push(
+        &store,
+        "linux",
+        ImageKind::Kernel,
+        &kernel_files(vmlinuz, modules),
+        Some("6.1.0-carte"),
+    );
+    let sys = push(
+        &store,
+        "debian",
+        ImageKind::System,
+        &[(ArtefactName::Layer, b"a system layer".as_slice())],
+        None,
+    );
+    // A system image no setup names.
+    let other = push(
+        &store,
+        "other",
+        ImageKind::System,
+        &[(ArtefactName::Layer, b"a layer nobody boots".as_slice())],
+        None,
+    );
+    write(
+        &policy_dir.join("lab.toml"),
+        b"[setup.lab]\nkernel = \"linux@latest\"\nlayers = [\"debian@1\"]\n\
+          cmdline = \"console=ttyS0\"\n[[group]]\nsetup = \"lab\"\n",
+    );
+    let policy = watch_with(&policy_dir, Arc::new(StoreCatalog(store.clone()))).expect("policy");
+    refs.set(policy.clone());
+
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let base = format!("http://{addr}");
+    let state = AppState {
+        public_base: base.clone(),
+        select: Arc::new(policy.clone()),
+        data_dir: data.clone(),
+        ipxe_dir: dir.path().join("ipxe"),
+        images: Some(ImageRoutes::new(store.clone(), "carte/initramfs.cpio.zst")),
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, state, stop.clone()));
+    let _stop = stop.drop_guard();
+    let script_path = "/ipxe/52:54:00:00:00:01?arch=x86_64&platform=pcbios&uuid=";
+
+    // Before any plan names it, a system layer is not served without a token.
+    let sys_path = format!("/boot/blobs/sha256/{}", sys[&ArtefactName::Layer]);
+    assert_eq!(request(addr, "GET", &sys_path, &[]).await.status, 404);
+
+    // No initramfs yet: a 500 that says what is missing, never a 404.
+    let r = request(addr, "GET", script_path, &[]).await;
+    assert_eq!(r.status, 500, "{}", r.text());
+    assert!(r.text().contains("carte initramfs"), "{}", r.text());
+    assert!(r.text().contains("scripts/build-initramfs"), "{}", r.text());
+    let data_path = data.to_str().expect("utf-8");
+    assert!(!r.text().contains(data_path), "{}", r.text());
+
+    let initramfs = b"carte initramfs".as_slice();
+    write(&data.join("carte/initramfs.cpio.zst"), initramfs);
+    let r = request(addr, "GET", script_path, &[]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let script = r.text();
+    assert!(script.contains("carte.kernel=linux@1"), "{script}");
+    assert!(script.contains("carte.setup=lab"), "{script}");
+    let token = script
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("carte.token="))
+        .expect("a boot token on the command line")
+        .to_string();
+    let urls = boot_urls(&script);
+    let vm = k1[&ArtefactName::Vmlinuz].to_string();
+    let mods = k1[&ArtefactName::Modules].to_string();
+    assert_eq!(
+        urls,
+        [
+            format!("{base}/boot/blobs/sha256/{vm}"),
+            format!("{base}/files/carte/initramfs.cpio.zst"),
+            format!("{base}/boot/blobs/sha256/{mods}"),
+        ],
+        "{script}"
+    );
+    for (url, want, digest) in [
+        (&urls[0], vmlinuz, Some(&vm)),
+        (&urls[1], initramfs, None),
+        (&urls[2], modules, Some(&mods)),
+    ] {
+        let r = request(addr, "GET", &path_of(url, &base), &[]).await;
+        assert_eq!(r.status, 200, "{url}");
+        assert_eq!(r.body, want, "{url}");
+        assert_eq!(
+            r.header("content-length"),
+            Some(want.len().to_string().as_str())
+        );
+        if let Some(d) = digest {
+            assert_eq!(r.header("etag"), Some(format!("\"{d}\"").as_str()), "{url}");
+        }
+    }
+    // Range, HEAD and If-None-Match behave as for /files/.
+    let vm_path = path_of(&urls[0], &base);
+    let r = request(addr, "GET", &vm_path, &[("Range", "bytes=3-8")]).await;
+    assert_eq!((r.status, r.body.as_slice()), (206, &vmlinuz[3..=8]));
+    assert_eq!(
+        r.header("content-range"),
+        Some(format!("bytes 3-8/{}", vmlinuz.len()).as_str())
+    );
+    let r = request(addr, "HEAD", &vm_path, &[]).await;
+    assert_eq!((r.status, r.body.len()), (200, 0));
+    let etag = format!("\"{vm}\"");
+    let r = request(addr, "GET", &vm_path, &[("If-None-Match", &etag)]).await;
+    assert_eq!(r.status, 304);
+
+    // The store's own files are never served at /files/: not the database (token
+    // hashes), not the blobs (user layers).
+    let blob_file = format!("/files/blobs/sha256/{}/{}", &vm[..2], vm);
+    for target in [
+        "/files/carte.db",
+        "/files/carte.db-wal",
+        "/files//carte.db",
+        blob_file.as_str(),
+        "/files/tmp/x",
+    ] {
+        let r = request(addr, "GET", target, &[]).await;
+        assert_eq!(r.status, 404, "{target}: {}", r.text());
+    }
+    assert!(
+        data.join("carte.db").is_file(),
+        "the database is there, just not served"
+    );
+    assert!(
+        data.join(&blob_file["/files/".len()..]).is_file(),
+        "the blob layout is as assumed, so the 404 above means something"
+    );
+
+    // Nothing else is served there: a layer no plan names, an unknown digest, junk.
+    for target in [
+        format!("/boot/blobs/sha256/{}", other[&ArtefactName::Layer]),
+        format!("/boot/blobs/sha256/{}", sha256_of(b"never stored")),
+        "/boot/blobs/sha256/not-a-digest".to_string(),
+        format!("/boot/blobs/sha256/{}", vm.to_uppercase()),
+    ] {
+        let r = request(addr, "GET", &target, &[]).await;
+        assert_eq!(r.status, 404, "{target}");
+    }
+
+    // The machine API: the plan with the boot token, its layers fetchable.
+    let mac = "52:54:00:00:00:01";
+    let plan_path = carte_contract::plan_path(mac);
+    let bearer = format!("Bearer {token}");
+    let r = request(addr, "GET", &plan_path, &[("Authorization", &bearer)]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let plan: carte_contract::Plan = serde_json::from_slice(&r.body).expect("a contract plan");
+    assert_eq!(plan.token, token);
+    assert_eq!(plan.machine.mac, mac);
+    assert_eq!(plan.disk.select, carte_contract::DiskSelect::Largest);
+    assert!(!plan.disk.may_wipe, "foreign data is never wiped");
+    assert_eq!(
+        plan.events_url,
+        format!("{base}{}", carte_contract::events_path(mac))
+    );
+    let layers: Vec<(&str, u64, carte_contract::LayerKind)> = plan
+        .layers
+        .iter()
+        .map(|l| (l.name.as_str(), l.version, l.kind))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("linux", 1, carte_contract::LayerKind::Kernel),
+            ("debian", 1, carte_contract::LayerKind::System),
+        ]
+    );
+    for (layer, want) in plan
+        .layers
+        .iter()
+        .zip([b"erofs of /lib/modules".as_slice(), b"a system layer"])
+    {
+        let r = request(addr, "GET", &path_of(&layer.url, &base), &[]).await;
+        assert_eq!((r.status, r.body.as_slice()), (200, want), "{}", layer.url);
+        assert_eq!(layer.size, want.len() as u64);
+        assert_eq!(layer.sha256, sha256_of(want).to_string());
+    }
+    for bad in ["Bearer carte_not-this-boot", "Basic x"] {
+        let r = request(addr, "GET", &plan_path, &[("Authorization", bad)]).await;
+        assert_eq!(r.status, 401, "{bad}: {}", r.text());
+    }
+    let r = request(
+        addr,
+        "GET",
+        &carte_contract::plan_path("52:54:00:00:00:09"),
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 404, "no plan for another machine: {}", r.text());
+
+    // Events fold into the machine's state, which admins list.
+    let events_path = carte_contract::events_path(mac);
+    let event = serde_json::to_string(&carte_contract::Event::failed(
+        carte_contract::Stage::Fetch,
+        "fetch debian@1: connection reset",
+    ))
+    .expect("json");
+    let post = |body: String, auth: String| {
+        let events_path = events_path.clone();
+        async move {
+            let mut conn = TcpStream::connect(addr).await.expect("connect");
+            let req = format!(
+                "POST {events_path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                 Authorization: {auth}\r\nContent-Type: application/json\r\n\
+                 Content-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            conn.write_all(req.as_bytes()).await.expect("write");
+            let mut raw = Vec::new();
+            conn.read_to_end(&mut raw).await.expect("read");
+            String::from_utf8_lossy(&raw).into_owned()
+        }
+    };
+    let answer = post(event.clone(), bearer.clone()).await;
+    assert!(answer.starts_with("HTTP/1.1 204"), "{answer}");
+    let answer = post(event.clone(), "Bearer wrong".into()).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = post("{\"stage\":\"teleport\"}".into(), bearer.clone()).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+
+    // A new push: @latest boots it at the next request, no policy edit needed.
+    let vmlinuz2 = b"MZ kernel version two".as_slice();
+    let k2 = push(
+        &store,
+        "linux",
+        ImageKind::Kernel,
+        &kernel_files(vmlinuz2, b"modules two"),
+        Some("6.2.0-carte"),
+    );
+    let script = request(addr, "GET", script_path, &[]).await.text();
+    assert!(script.contains("carte.kernel=linux@2"), "{script}");
+    let urls = boot_urls(&script);
+    assert_eq!(
+        urls[0],
+        format!("{base}/boot/blobs/sha256/{}", k2[&ArtefactName::Vmlinuz])
+    );
+    let r = request(addr, "GET", &path_of(&urls[0], &base), &[]).await;
+    assert_eq!(r.body, vmlinuz2);
+
+    // The image API is mounted, and deleting an image a setup uses is refused, naming it.
+    let token_admin = store
+        .create_token(&Principal::local_admin(), "root", Role::Admin)
+        .expect("token")
+        .token;
+    let client = imaged::client::Client::new(&base, &token_admin);
+    let (used, unused) = tokio::task::spawn_blocking(move || {
+        let used = client.delete("debian").expect_err("debian is used by lab");
+        let images = client.list_images().expect("list");
+        (used, images)
+    })
+    .await
+    .expect("client task");
+    assert_eq!(used.status(), Some(409), "{used}");
+    assert!(used.to_string().contains("setup lab"), "{used}");
+    let names: Vec<&str> = unused.iter().map(|i| i.name.as_str()).collect();
+    assert_eq!(names, ["debian", "linux", "other"]);
+    let r = request(addr, "GET", "/api/v1/images", &[]).await;
+    assert_eq!(r.status, 401, "the API wants a token: {}", r.text());
+    let admin = format!("Bearer {token_admin}");
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/machines",
+        &[("Authorization", &admin)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let states: Vec<carte_contract::MachineState> = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(states.len(), 1, "{states:?}");
+    assert_eq!(states[0].mac, mac);
+    assert_eq!(states[0].setup.as_deref(), Some("lab"));
+    assert_eq!(states[0].stage, Some(carte_contract::Stage::Fetch));
+    assert_eq!(
+        states[0].last_error.as_deref(),
+        Some("fetch debian@1: connection reset")
+    );
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/machines",
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 401, "a boot token is not an admin token");
+    // The second boot (the render after the push) replaced the first boot's token.
+    let r = request(addr, "GET", &plan_path, &[("Authorization", &bearer)]).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+}
