@@ -19,3 +19,4 @@ pub mod plan;
 pub mod policy;
 pub mod ratelimit;
 pub mod tftp;
+pub mod transfers;

@@ -452,4 +452,47 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     // The second boot (the render after the push) replaced the first boot's token.
     let r = request(addr, "GET", &plan_path, &[("Authorization", &bearer)]).await;
     assert_eq!(r.status, 401, "{}", r.text());
+
+    // Transfer accounting: a ranged GET adds its 10 bytes, a HEAD adds nothing.
+    let totals = |body: &[u8]| -> std::collections::BTreeMap<String, netboot::transfers::Sent> {
+        serde_json::from_slice(body).expect("transfers json")
+    };
+    let digest = k2[&ArtefactName::Vmlinuz].to_string();
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/transfers",
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(r.status, 401, "a boot token is not an admin token");
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/transfers",
+        &[("Authorization", &admin)],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let before = totals(&r.body)[&digest];
+    assert!(before.bytes >= vmlinuz2.len() as u64, "{before:?}");
+    let blob = path_of(&urls[0], &base);
+    let r = request(addr, "GET", &blob, &[("Range", "bytes=0-9")]).await;
+    assert_eq!(r.status, 206);
+    let r = request(addr, "HEAD", &blob, &[]).await;
+    assert_eq!(r.status, 200);
+    let r = request(
+        addr,
+        "GET",
+        "/api/v1/transfers",
+        &[("Authorization", &admin)],
+    )
+    .await;
+    let after = totals(&r.body)[&digest];
+    assert_eq!(after.bytes, before.bytes + 10, "{before:?} -> {after:?}");
+    assert_eq!(
+        after.requests,
+        before.requests + 1,
+        "{before:?} -> {after:?}"
+    );
 }

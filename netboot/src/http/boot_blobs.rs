@@ -84,5 +84,14 @@ async fn serve(
             path: what.clone(),
             source,
         })?;
-    send_file_with_etag(file, Some(format!("\"{digest}\"")), method, headers, &what).await
+    let counted = Some((&images.transfers, digest));
+    send_file_with_etag(
+        file,
+        Some(format!("\"{digest}\"")),
+        method,
+        headers,
+        &what,
+        counted,
+    )
+    .await
 }

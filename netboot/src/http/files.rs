@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -25,6 +25,7 @@ use super::range::{parse_range, RangeSpec};
 use super::safe_path::{resolve_with, Links, PathRefused};
 use super::state::AppState;
 use crate::ratelimit::RateLimiter;
+use crate::transfers::Transfers;
 
 /// Read size per body chunk: large enough for throughput, small enough that memory per
 /// client stays bounded.
@@ -151,18 +152,20 @@ async fn serve(
     if !meta.is_file() {
         return Err(RequestError::NotFound(rel.to_string()));
     }
-    send_file(file, FileInfo::of(&meta), method, headers, rel).await
+    send_file(file, FileInfo::of(&meta), method, headers, rel, None).await
 }
 
 /// Answers a request for an open regular file: validators, 304, Range, HEAD, and the
 /// body streamed with an explicit Content-Length. `etag`, when given, replaces the
 /// size-mtime-inode ETag (content-addressed blobs use their quoted sha256).
+/// `counted`: the transfer totals and the blob digest that the body's bytes are added to.
 pub(super) async fn send_file_with_etag(
     file: tokio::fs::File,
     etag: Option<String>,
     method: &Method,
     headers: &HeaderMap,
     what: &str,
+    counted: Option<(&Arc<Transfers>, &str)>,
 ) -> Result<Response, RequestError> {
     let meta = file.metadata().await.map_err(|source| RequestError::Io {
         path: what.to_string(),
@@ -172,7 +175,7 @@ pub(super) async fn send_file_with_etag(
     if let Some(etag) = etag {
         info.etag = etag;
     }
-    send_file(file, info, method, headers, what).await
+    send_file(file, info, method, headers, what, counted).await
 }
 
 async fn send_file(
@@ -181,6 +184,7 @@ async fn send_file(
     method: &Method,
     headers: &HeaderMap,
     rel: &str,
+    counted: Option<(&Arc<Transfers>, &str)>,
 ) -> Result<Response, RequestError> {
     let io = |source: std::io::Error| RequestError::Io {
         path: rel.to_string(),
@@ -237,7 +241,14 @@ async fn send_file(
                 .map_err(io)?;
         }
         // `take` bounds the stream to the announced length even if the file grows.
-        Body::from_stream(ReaderStream::with_capacity(file.take(len), CHUNK))
+        let bounded = file.take(len);
+        match counted {
+            Some((transfers, digest)) => Body::from_stream(ReaderStream::with_capacity(
+                transfers.reader(digest, bounded),
+                CHUNK,
+            )),
+            None => Body::from_stream(ReaderStream::with_capacity(bounded, CHUNK)),
+        }
     };
     Ok((status, out, body).into_response())
 }

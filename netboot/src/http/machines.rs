@@ -122,25 +122,47 @@ pub async fn event(
     }
 }
 
-pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+/// The admin behind `headers`' bearer token, or the error to answer.
+async fn admin(state: &AppState, headers: &HeaderMap, what: &str) -> Result<(), Response> {
     let Some(images) = &state.images else {
-        return error(
+        return Err(error(
             StatusCode::NOT_FOUND,
             "no machine api without an image store",
-        );
+        ));
     };
-    let Some(token) = bearer(&headers).map(str::to_string) else {
-        return error(StatusCode::UNAUTHORIZED, "missing bearer token");
+    let Some(token) = bearer(headers).map(str::to_string) else {
+        return Err(error(StatusCode::UNAUTHORIZED, "missing bearer token"));
     };
     let store = images.store.clone();
     let who = match tokio::task::spawn_blocking(move || store.authenticate(&token)).await {
         Ok(Ok(Some(who))) => who,
-        Ok(Ok(None)) => return error(StatusCode::UNAUTHORIZED, "unknown token"),
-        Ok(Err(e)) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e),
+        Ok(Ok(None)) => return Err(error(StatusCode::UNAUTHORIZED, "unknown token")),
+        Ok(Err(e)) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
+        Err(e) => return Err(error(StatusCode::INTERNAL_SERVER_ERROR, e)),
     };
     if !who.is_admin() {
-        return error(StatusCode::FORBIDDEN, "only admins list machines");
+        return Err(error(StatusCode::FORBIDDEN, format!("only admins {what}")));
     }
-    Json(images.machines.states()).into_response()
+    Ok(())
+}
+
+pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&state, &headers, "list machines").await {
+        return r;
+    }
+    match &state.images {
+        Some(images) => Json(images.machines.states()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no image store"),
+    }
+}
+
+/// `GET /api/v1/transfers`: bytes sent per blob digest since netbootd started.
+pub async fn transfers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(r) = admin(&state, &headers, "read transfer totals").await {
+        return r;
+    }
+    match &state.images {
+        Some(images) => Json(images.transfers.snapshot()).into_response(),
+        None => error(StatusCode::NOT_FOUND, "no image store"),
+    }
 }

@@ -45,6 +45,8 @@ pub struct ImageRoutes {
     pub initramfs: String,
     /// Plans issued per boot and the machines' states.
     pub machines: Arc<crate::machines::Machines>,
+    /// Bytes sent per blob at `/boot/blobs/`.
+    pub transfers: Arc<crate::transfers::Transfers>,
 }
 
 impl ImageRoutes {
@@ -54,6 +56,7 @@ impl ImageRoutes {
             store,
             initramfs: initramfs.to_string(),
             machines: Arc::default(),
+            transfers: Arc::default(),
         }
     }
 }
@@ -89,6 +92,7 @@ pub fn router(state: AppState) -> Router {
             get(super::boot_blobs::boot_blob),
         )
         .route("/api/v1/machines", get(super::machines::list))
+        .route("/api/v1/transfers", get(super::machines::transfers))
         .route("/api/v1/machines/{mac}/plan", get(super::machines::plan))
         .route(
             "/api/v1/machines/{mac}/events",
