@@ -17,4 +17,4 @@ pub use plan::{
     DiskRule, DiskSelect, Encoding, Format, Layer, LayerKind, MachineId, MachineLayerPolicy, Mode,
     Plan, SyncBack, SyncTarget, DEFAULT_INIT,
 };
-pub use state::MachineState;
+pub use state::{MachineState, StageMark};

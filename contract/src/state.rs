@@ -1,7 +1,8 @@
 //! The state the server keeps per machine, folded from its events. Pure: the caller
 //! supplies the arrival time.
 //!
-//! Deliberately absent: storage and history (the server decides how to keep them).
+//! Deliberately absent: storage (the server decides how to keep states). The stage history
+//! covers the current boot only.
 
 use crate::event::{Event, Stage};
 use serde::{Deserialize, Serialize};
@@ -37,6 +38,23 @@ pub struct MachineState {
     /// Server time (seconds since the Unix epoch) of the last event.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_unix: Option<u64>,
+    /// Server time (milliseconds since the Unix epoch) when this boot's iPXE script and
+    /// plan were issued; set by the server, not by events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issued_unix_ms: Option<u64>,
+    /// This boot's stages in the order they were entered, with the server time of the
+    /// first event of each (events folded with [`MachineState::apply_ms`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<StageMark>,
+}
+
+/// When a machine entered a stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageMark {
+    pub stage: Stage,
+    /// Server time, milliseconds since the Unix epoch.
+    pub unix_ms: u64,
 }
 
 impl MachineState {
@@ -48,7 +66,25 @@ impl MachineState {
         }
     }
 
-    /// Fold one event that arrived at `now_unix`.
+    /// A new boot was issued at `now_ms`: the stage history starts over.
+    pub fn begin_boot(&mut self, now_ms: u64) {
+        self.issued_unix_ms = Some(now_ms);
+        self.history.clear();
+    }
+
+    /// Fold one event that arrived at `now_ms` (milliseconds), recording a stage change in
+    /// the history.
+    pub fn apply_ms(&mut self, event: &Event, now_ms: u64) {
+        if self.stage != Some(event.stage) || self.history.is_empty() {
+            self.history.push(StageMark {
+                stage: event.stage,
+                unix_ms: now_ms,
+            });
+        }
+        self.apply(event, now_ms / 1000);
+    }
+
+    /// Fold one event that arrived at `now_unix` (seconds); the history is left alone.
     pub fn apply(&mut self, event: &Event, now_unix: u64) {
         if self.stage != Some(event.stage) {
             self.bytes_done = None;
@@ -96,10 +132,35 @@ mod tests {
     }
 
     #[test]
+    fn history_marks_each_stage_once_per_boot() {
+        let mut s = MachineState::new("52:54:00:00:00:01");
+        s.begin_boot(1_000);
+        s.apply_ms(&Event::stage(Stage::Plan), 2_000);
+        s.apply_ms(&Event::progress(Stage::Fetch, 1, 2, "a"), 3_000);
+        s.apply_ms(&Event::progress(Stage::Fetch, 2, 2, "a"), 4_000);
+        s.apply_ms(&Event::stage(Stage::Booted), 5_500);
+        let marks: Vec<(Stage, u64)> = s.history.iter().map(|m| (m.stage, m.unix_ms)).collect();
+        assert_eq!(
+            marks,
+            [
+                (Stage::Plan, 2_000),
+                (Stage::Fetch, 3_000),
+                (Stage::Booted, 5_500)
+            ]
+        );
+        assert_eq!(s.updated_unix, Some(5));
+        s.begin_boot(9_000);
+        assert!(s.history.is_empty());
+        s.apply_ms(&Event::stage(Stage::Booted), 9_100);
+        assert_eq!(s.history.len(), 1, "the first event of a boot is marked");
+    }
+
+    #[test]
     fn state_round_trips() {
         let mut s = MachineState::new("52:54:00:00:00:01");
         s.setup = Some("hugepages-a".into());
-        s.apply(&Event::progress(Stage::Fetch, 1, 2, "m"), 7);
+        s.begin_boot(6_000);
+        s.apply_ms(&Event::progress(Stage::Fetch, 1, 2, "m"), 7_000);
         let json = serde_json::to_string(&s).expect("ser");
         assert_eq!(
             serde_json::from_str::<MachineState>(&json).expect("parse"),

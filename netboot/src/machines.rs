@@ -41,6 +41,13 @@ impl std::fmt::Debug for Machines {
     }
 }
 
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 impl Machines {
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<MacAddr, Record>> {
         match self.inner.lock() {
@@ -60,6 +67,7 @@ impl Machines {
             .unwrap_or_else(|| MachineState::new(mac.to_string()));
         state.setup = Some(setup.to_string());
         state.name.clone_from(&plan.machine.name);
+        state.begin_boot(now_ms());
         all.insert(mac, Record { token, plan, state });
     }
 
@@ -82,15 +90,16 @@ impl Machines {
         self.with_record(mac, token, |r| r.plan.clone())
     }
 
-    /// Folds an event of `mac`'s current boot into its state.
+    /// Folds an event of `mac`'s current boot, arrived at `now_ms` (milliseconds since
+    /// the Unix epoch), into its state.
     pub fn event(
         &self,
         mac: MacAddr,
         token: &str,
         event: &Event,
-        now: u64,
+        now_ms: u64,
     ) -> Result<(), MachineError> {
-        self.with_record(mac, token, |r| r.state.apply(event, now))
+        self.with_record(mac, token, |r| r.state.apply_ms(event, now_ms))
     }
 
     /// Every machine that was issued a plan, by MAC.
@@ -143,6 +152,29 @@ pub fn table(states: &[MachineState]) -> String {
             progress,
             s.last_error.as_deref().unwrap_or("-")
         ));
+    }
+    out
+}
+
+/// One line per machine with a stage history: when each stage of its current boot began,
+/// in seconds after its iPXE script was issued. Machines without history are left out.
+pub fn history(states: &[MachineState]) -> String {
+    let mut out = String::new();
+    for s in states {
+        let (Some(start), false) = (s.issued_unix_ms, s.history.is_empty()) else {
+            continue;
+        };
+        let who = s.name.clone().unwrap_or_else(|| s.mac.clone());
+        out.push_str(&format!("{who}  script +0.0s"));
+        for m in &s.history {
+            let stage = serde_json::to_value(m.stage)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            let secs = m.unix_ms.saturating_sub(start) as f64 / 1000.0;
+            out.push_str(&format!("  {stage} +{secs:.1}s"));
+        }
+        out.push('\n');
     }
     out
 }
@@ -207,21 +239,21 @@ mod tests {
             mac,
             "t1",
             &Event::failed(Stage::Fetch, "fetch debian@7: boom"),
-            10,
+            10_000,
         )
         .expect("event");
         m.event(
             mac,
             "t1",
             &Event::progress(Stage::Fetch, 5, 9, "debian"),
-            11,
+            11_000,
         )
         .expect("event");
         // The next boot: the old token no longer works, the state carries on.
         m.issue(mac, "lab2", plan("t2", &b));
         assert_eq!(m.plan(mac, "t1"), Err(MachineError::BadToken(mac)));
         assert!(m
-            .event(mac, "t1", &Event::stage(Stage::Booted), 12)
+            .event(mac, "t1", &Event::stage(Stage::Booted), 12_000)
             .is_err());
         assert_eq!(
             m.plan_layer(&da),
@@ -235,6 +267,20 @@ mod tests {
         assert_eq!((s[0].bytes_done, s[0].bytes_total), (Some(5), Some(9)));
         assert_eq!(s[0].last_error.as_deref(), Some("fetch debian@7: boom"));
         assert_eq!(s[0].updated_unix, Some(11));
+        assert!(s[0].history.is_empty(), "the new boot has no stage yet");
+    }
+
+    #[test]
+    fn history_shows_each_stage_after_the_script() {
+        let mut s = MachineState::new("52:54:00:00:00:01");
+        s.begin_boot(1_000);
+        s.apply_ms(&Event::stage(Stage::Plan), 13_500);
+        s.apply_ms(&Event::progress(Stage::Fetch, 1, 2, "a"), 14_000);
+        s.apply_ms(&Event::stage(Stage::Booted), 30_250);
+        assert_eq!(
+            history(&[s, MachineState::new("52:54:00:00:00:02")]),
+            "52:54:00:00:00:01  script +0.0s  plan +12.5s  fetch +13.0s  booted +29.2s\n"
+        );
     }
 
     #[test]

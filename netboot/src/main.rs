@@ -221,6 +221,10 @@ fn machines(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Resul
     let states: Vec<carte_contract::MachineState> =
         serde_json::from_str(&body).with_context(|| format!("bad answer from {url}"))?;
     print!("{}", netboot::machines::table(&states));
+    let history = netboot::machines::history(&states);
+    if !history.is_empty() {
+        print!("\nstage history (seconds after the iPXE script):\n{history}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -113,7 +113,7 @@ pub async fn event(
             )
         }
     };
-    match machines.event(mac, &token, &event, imaged::store::now()) {
+    match machines.event(mac, &token, &event, crate::machines::now_ms()) {
         Ok(()) => {
             tracing::info!(%mac, stage = ?event.stage, error = ?event.error, "machine event");
             StatusCode::NO_CONTENT.into_response()
