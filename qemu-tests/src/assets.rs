@@ -19,6 +19,8 @@ pub enum AssetError {
     NoOvmf,
     #[error("{path} does not exist: build it first (`cargo build --workspace --bins`)")]
     NotBuilt { path: PathBuf },
+    #[error("{path} does not exist: build it first (`scripts/build-initramfs`)")]
+    NoInitramfs { path: PathBuf },
 }
 
 /// The workspace root (the parent of this crate).
@@ -49,11 +51,30 @@ pub fn cache_dir() -> PathBuf {
 
 /// The debug netbootd binary; an error says how to build it.
 pub fn netbootd_bin() -> Result<PathBuf, AssetError> {
-    let path = target_dir().join("debug").join("netbootd");
+    debug_bin("netbootd")
+}
+
+/// The debug imaged binary (the image store's CLI); an error says how to build it.
+pub fn imaged_bin() -> Result<PathBuf, AssetError> {
+    debug_bin("imaged")
+}
+
+fn debug_bin(name: &str) -> Result<PathBuf, AssetError> {
+    let path = target_dir().join("debug").join(name);
     if path.is_file() {
         Ok(path)
     } else {
         Err(AssetError::NotBuilt { path })
+    }
+}
+
+/// The static carte initramfs made by `scripts/build-initramfs`.
+pub fn carte_initramfs() -> Result<PathBuf, AssetError> {
+    let path = workspace_root().join("target-static/carte-initramfs.cpio.zst");
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(AssetError::NoInitramfs { path })
     }
 }
 

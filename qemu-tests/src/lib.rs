@@ -10,6 +10,7 @@
 pub mod accel;
 pub mod assets;
 pub mod console;
+pub mod debian;
 pub mod dnsmasq;
 pub mod lab;
 pub mod machine;
@@ -17,6 +18,7 @@ pub mod netbootd;
 pub mod policy;
 pub mod prereq;
 mod proc;
+pub mod timeline;
 
 pub use console::Console;
 pub use lab::{Lab, Peer};

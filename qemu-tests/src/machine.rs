@@ -77,6 +77,12 @@ pub struct MachineSpec {
     pub memory_mb: u32,
     /// `None`: the verdict of [`crate::accel::accel`].
     pub accel: Option<String>,
+    /// A raw disk image attached as a virtio disk (drive id `d0`), kept by the caller so
+    /// it outlives the machine (the next boot of the same machine reuses it).
+    pub disk: Option<PathBuf>,
+    /// When the guest powers off, QEMU pauses instead of exiting, so its counters can
+    /// still be read ([`Machine::wait_powered_off`]).
+    pub pause_on_poweroff: bool,
 }
 
 impl MachineSpec {
@@ -90,6 +96,8 @@ impl MachineSpec {
             nic_rom: true,
             memory_mb: 512,
             accel: None,
+            disk: None,
+            pause_on_poweroff: false,
         }
     }
 }
@@ -173,6 +181,17 @@ impl Machine {
                 "virtio-net-pci,netdev=n0,mac={},bootindex=1{rom}",
                 spec.mac
             ));
+        if spec.pause_on_poweroff {
+            qemu.args(["-action", "shutdown=pause"]);
+        }
+        if let Some(disk) = &spec.disk {
+            qemu.arg("-drive")
+                .arg(format!(
+                    "file={},if=none,id=d0,format=raw,cache=writeback",
+                    disk.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=d0"]);
+        }
         Self::spawn(&spec.name, qemu, dir)
     }
 
@@ -306,6 +325,76 @@ impl Machine {
     /// Presses the reset button (QEMU monitor `system_reset`): the same machine reboots.
     pub fn reset(&mut self) -> Result<(), MachineError> {
         self.monitor_command("system_reset")
+    }
+
+    /// Bytes the guest has written to its disk (`d0`) since QEMU started, from the
+    /// monitor's `info blockstats`.
+    pub fn disk_write_bytes(&mut self) -> Result<u64, MachineError> {
+        let command = "info blockstats";
+        let out = self.monitor_query(command)?;
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix("d0:"))
+            .and_then(|stats| {
+                stats
+                    .split_whitespace()
+                    .find_map(|kv| kv.strip_prefix("wr_bytes="))
+                    .and_then(|v| v.parse().ok())
+            })
+            .ok_or_else(|| MachineError::Monitor {
+                name: self.name.clone(),
+                command: command.to_string(),
+                path: self.monitor.clone(),
+                source: std::io::Error::other(format!("no d0 wr_bytes in {out:?}")),
+            })
+    }
+
+    /// Waits until the guest has powered off (QEMU paused by `pause_on_poweroff`).
+    pub fn wait_powered_off(&mut self, timeout: Duration) -> Result<(), MachineError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.monitor_query("info status")?.contains("shutdown") {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(MachineError::StillRunning {
+                    name: self.name.clone(),
+                    secs: timeout.as_secs(),
+                    tail: self.console.tail(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// Sends one monitor command and returns what the monitor printed up to its next
+    /// prompt.
+    fn monitor_query(&mut self, command: &str) -> Result<String, MachineError> {
+        use std::io::Read;
+        let err = |source| MachineError::Monitor {
+            name: self.name.clone(),
+            command: command.to_string(),
+            path: self.monitor.clone(),
+            source,
+        };
+        let mut s = UnixStream::connect(&self.monitor).map_err(err)?;
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .map_err(err)?;
+        let read_to_prompt = |s: &mut UnixStream| -> std::io::Result<String> {
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !got.ends_with(b"(qemu) ") {
+                let n = s.read(&mut buf)?;
+                if n == 0 {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            Ok(String::from_utf8_lossy(&got).into_owned())
+        };
+        read_to_prompt(&mut s).map_err(err)?;
+        s.write_all(format!("{command}\n").as_bytes())
+            .map_err(err)?;
+        read_to_prompt(&mut s).map_err(err)
     }
 
     fn monitor_command(&mut self, command: &str) -> Result<(), MachineError> {

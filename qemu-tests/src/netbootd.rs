@@ -35,6 +35,8 @@ pub enum NetbootdError {
         status: std::process::ExitStatus,
         log: String,
     },
+    #[error("netbootd: {0}")]
+    Api(ProcError),
     #[error("netbootd: timed out after {secs}s waiting for {what}; log tail:\n{log}")]
     Timeout {
         secs: u64,
@@ -94,6 +96,18 @@ impl Netbootd {
         mode: DhcpMode,
         policy: &[(&str, &str)],
     ) -> Result<Self, NetbootdError> {
+        Self::start_seeded(lab, mode, policy, None)
+    }
+
+    /// As [`Netbootd::start`], with the data folder first filled with a copy of `seed`
+    /// (an image store made beforehand: `carte.db`, `blobs/`, the carte initramfs...).
+    /// Blobs are hard-linked when they can be: they are immutable.
+    pub fn start_seeded(
+        lab: &Lab,
+        mode: DhcpMode,
+        policy: &[(&str, &str)],
+        seed: Option<&Path>,
+    ) -> Result<Self, NetbootdError> {
         let bin = assets::netbootd_bin()?;
         let dir = prepare(
             Path::new("/tmp"),
@@ -107,6 +121,18 @@ impl Netbootd {
             policy_dir.clone(),
         ] {
             prepare(&d, std::fs::create_dir_all(&d))?;
+        }
+        if let Some(seed) = seed {
+            let mut cp = std::process::Command::new("cp");
+            cp.arg("-a")
+                .arg("--reflink=auto")
+                .arg("-T")
+                .arg(seed)
+                .arg(&data);
+            proc::run(&mut cp).map_err(|e| NetbootdError::Prepare {
+                path: seed.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
         }
         let kernel = assets::kernel()?;
         prepare(&kernel, std::fs::copy(&kernel, data.join(KERNEL_PATH)))?;
@@ -194,6 +220,65 @@ impl Netbootd {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// A new admin token of the store in the data folder (`imaged token create`).
+    pub fn admin_token(&self) -> Result<String, NetbootdError> {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut cmd = std::process::Command::new(assets::imaged_bin()?);
+        cmd.args(["token", "create", "--role", "admin", "--name"])
+            .arg(format!("harness-{}-{n}", std::process::id()))
+            .arg("--data")
+            .arg(self.data_dir());
+        Ok(proc::run(&mut cmd)
+            .map_err(NetbootdError::Api)?
+            .trim()
+            .to_string())
+    }
+
+    /// `GET path` on netbootd's HTTP port from inside the lab, with a bearer token; the
+    /// body of a 2xx answer.
+    pub fn api_get(&self, lab: &Lab, path: &str, token: &str) -> Result<String, NetbootdError> {
+        let mut curl = lab.command("curl");
+        curl.args(["-sS", "--fail-with-body", "--max-time", "20", "-H"])
+            .arg(format!("Authorization: Bearer {token}"))
+            .arg(format!("http://{SERVER_ADDR}:{HTTP_PORT}{path}"));
+        proc::run(&mut curl).map_err(NetbootdError::Api)
+    }
+
+    /// Bytes netbootd has sent per blob digest (`GET /api/v1/transfers`).
+    pub fn sent_bytes(
+        &self,
+        lab: &Lab,
+        token: &str,
+    ) -> Result<std::collections::BTreeMap<String, u64>, NetbootdError> {
+        let json = self.api_get(lab, "/api/v1/transfers", token)?;
+        let bad = |why: String| {
+            NetbootdError::Api(ProcError::Output {
+                command: "GET /api/v1/transfers".into(),
+                why,
+            })
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&json).map_err(|e| bad(format!("{e}: {json}")))?;
+        let map = v
+            .as_object()
+            .ok_or_else(|| bad(format!("not an object: {json}")))?;
+        Ok(map
+            .iter()
+            .map(|(d, s)| (d.clone(), s["bytes"].as_u64().unwrap_or(0)))
+            .collect())
+    }
+
+    /// `netbootd machines` against this daemon, run inside the lab: its table and the
+    /// stage history.
+    pub fn machines_table(&self, lab: &Lab, token: &str) -> Result<String, NetbootdError> {
+        let mut cmd = lab.command(assets::netbootd_bin()?);
+        cmd.args(["machines", "--server"])
+            .arg(format!("http://{SERVER_ADDR}:{HTTP_PORT}"))
+            .env("CARTE_TOKEN", token);
+        proc::run(&mut cmd).map_err(NetbootdError::Api)
     }
 
     /// Replaces (or adds) one policy file, atomically.

@@ -15,6 +15,8 @@ pub enum ProcError {
         command: String,
         source: std::io::Error,
     },
+    #[error("{command}: unexpected output: {why}")]
+    Output { command: String, why: String },
     #[error("{command} failed ({status}): {stderr}")]
     Failed {
         command: String,

@@ -1,19 +1,23 @@
 //! `carte-lab`: the harness from the command line, for `scripts/demo` and for poking at a
-//! lab by hand. It reuses exactly what the QEMU tests use; it asserts nothing itself
-//! beyond "the machine printed its command line".
+//! lab by hand. It reuses exactly what the QEMU tests use.
 //!
-//! - `carte-lab demo`: netbootd (full DHCP) + one SeaBIOS machine; prints the console
-//!   line the machine printed and the timing, then cleans up.
+//! - `carte-lab demo`: builds the Debian layers (cached recipes, `imaged build --push`),
+//!   starts netbootd (full DHCP) in a private namespace with a policy that composes them,
+//!   PXE-boots one SeaBIOS machine with a blank disk into that Debian, prints what the
+//!   booted system reported, the machine's stage history, where the time went and how
+//!   many bytes moved, then cleans up.
 //! - `carte-lab direct`: boots the test kernel and initrd with `-kernel` (no network), to
 //!   check QEMU, the kernel and the initrd alone.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use qemu_tests::debian::{self, CMDLINE};
 use qemu_tests::machine::CMDLINE_MARKER;
+use qemu_tests::timeline::{self, Marks};
 use qemu_tests::{accel, assets, policy, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd};
 
-const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+const MAC: &str = "52:54:00:c0:ff:01";
 
 fn main() -> anyhow::Result<()> {
     let cmd = std::env::args().nth(1).unwrap_or_default();
@@ -28,32 +32,150 @@ fn demo() -> anyhow::Result<()> {
     let t0 = Instant::now();
     let accel = accel::accel();
     println!("carte-lab: accelerator {accel}");
+    println!(
+        "== layers: Debian bookworm (debootstrap), a second system layer, a user layer, \
+         Debian's kernel (cached by recipe under .cache/images; a few minutes when cold)"
+    );
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    for (version, blobs) in &seed.versions {
+        let parts: Vec<String> = blobs
+            .iter()
+            .map(|(name, b)| format!("{name} {}", mib(b.size)))
+            .collect();
+        println!("  {version:<16} {}", parts.join(", "));
+    }
+    println!("  (built in {:.0} s)", t0.elapsed().as_secs_f64());
+
     let lab = Lab::new().context("creating the lab namespace")?;
     lab.tap("tap0")?;
-    let policy = policy::boot_everyone("demo");
-    let mut netbootd = Netbootd::start(&lab, DhcpMode::Full, &[("demo.toml", &policy)])
-        .context("starting netbootd")?;
-    netbootd.set_log_on_drop(false);
+    let policy = format!(
+        "{}\n{}",
+        debian::setup("demo", "linux@1", CMDLINE),
+        policy::default_group("demo")
+    );
+    let mut nb = Netbootd::start_seeded(
+        &lab,
+        DhcpMode::Full,
+        &[("demo.toml", &policy)],
+        Some(&seed.dir),
+    )
+    .context("starting netbootd")?;
+    nb.set_log_on_drop(false);
+    let token = nb.admin_token()?;
     println!(
-        "carte-lab: namespace {}, netbootd on 192.0.2.1 (full DHCP), policy:\n{}",
+        "== netbootd on 192.0.2.1 (full DHCP) in namespace {}, policy {}/demo.toml:\n{}",
         lab.name(),
+        nb.policy_dir().display(),
         indent(&policy)
     );
-    let spec = MachineSpec::pxe("demo", Firmware::Bios, "tap0", "52:54:00:c0:ff:01");
-    let mut m = Machine::pxe(&lab, &spec)?;
-    println!("carte-lab: QEMU (SeaBIOS, iPXE ROM) is PXE-booting; this takes about 30 s under TCG");
-    let cmdline = m
-        .wait_cmdline(BOOT_TIMEOUT)
-        .with_context(|| format!("netbootd log:\n{}", netbootd.log()))?;
-    let line = format!("{CMDLINE_MARKER}{cmdline}");
-    let boot = m.elapsed();
-    println!("\nthe machine printed:\n  {line}\n");
+    let disk_dir = tempfile::tempdir()?;
+    let disk = disk_dir.path().join("disk.img");
+    std::fs::File::create(&disk)?.set_len(4 << 30)?;
+    let spec = MachineSpec {
+        memory_mb: 1024,
+        disk: Some(disk),
+        pause_on_poweroff: true,
+        ..MachineSpec::pxe("demo", Firmware::Bios, "tap0", MAC)
+    };
+    let before = nb.sent_bytes(&lab, &token)?;
     println!(
-        "carte-lab: PXE boot to the initrd took {:.1} s (all steps {:.1} s); cleaning up",
-        boot.as_secs_f64(),
+        "== QEMU (SeaBIOS, QEMU's iPXE ROM, {accel}, 1 GiB, a blank 4 GiB disk) is PXE-booting; \
+         about 90 s under TCG"
+    );
+    let boot = debian::boot(&lab, &spec, &nb)?;
+    let after = nb.sent_bytes(&lab, &token)?;
+
+    println!("\n== what the booted system printed on its serial console:");
+    for line in &boot.report {
+        println!("  {line}");
+    }
+    println!("\n== netbootd machines:");
+    print!("{}", indent(&nb.machines_table(&lab, &token)?));
+
+    println!(
+        "\n== where the time went (no TFTP step: QEMU's NIC ROM is iPXE already; the \
+         OVMF tests fetch ipxe.efi over TFTP):"
+    );
+    print!("{}", timeline::render(&phases(&nb, &lab, &token, &boot)?));
+
+    println!("\n== bytes netbootd sent (/boot/blobs; the carte initramfs comes from /files):");
+    let mut total = 0;
+    for (version, blobs) in &seed.versions {
+        for (name, b) in blobs {
+            let n = after.get(&b.sha256).copied().unwrap_or(0)
+                - before.get(&b.sha256).copied().unwrap_or(0);
+            total += n;
+            if n > 0 {
+                println!("  {:<30} {:>10} bytes", format!("{version} {name}"), n);
+            }
+        }
+    }
+    println!("  {:<30} {total:>10} bytes", "total");
+    println!(
+        "  written to the machine's disk: {} bytes",
+        boot.disk_writes
+    );
+    println!(
+        "\ncarte-lab: done in {:.0} s; cleaning up (namespace, netbootd, QEMU, disk)",
         t0.elapsed().as_secs_f64()
     );
+    // The seed store is this process's copy; the layer trees stay cached.
+    if let Some(seed_dir) = seed.dir.parent() {
+        let _ = std::fs::remove_dir_all(seed_dir);
+    }
     Ok(())
+}
+
+/// The boot's phases from QEMU's start to the report: firmware, DHCP (netbootd's log),
+/// then the machine's stage history as netbootd recorded it.
+fn phases(
+    nb: &Netbootd,
+    lab: &Lab,
+    token: &str,
+    boot: &debian::Boot,
+) -> anyhow::Result<Vec<timeline::Phase>> {
+    let log = nb.log();
+    let states: Vec<serde_json::Value> =
+        serde_json::from_str(&nb.api_get(lab, "/api/v1/machines", token)?)?;
+    let me = states
+        .iter()
+        .find(|s| s["mac"] == MAC)
+        .context("netbootd has no state for the demo machine")?;
+    let mut marks = Marks::default();
+    marks.add("firmware and iPXE start", Some(boot.started_ms));
+    marks.add(
+        "DHCP (DISCOVER to ACK)",
+        timeline::first_log_time(&log, &[MAC, "Discover"]),
+    );
+    marks.add(
+        "iPXE: HTTP entry script, per-machine script",
+        timeline::first_log_time(&log, &[MAC, "reply=Ack"]),
+    );
+    marks.add(
+        "kernel, carte initramfs, modules cpio; kernel start; carte-init up to the plan",
+        me["issued_unix_ms"].as_u64(),
+    );
+    let history = me["history"].as_array().cloned().unwrap_or_default();
+    for h in &history {
+        let stage = h["stage"].as_str().unwrap_or("?");
+        let name = match stage {
+            "plan" => "plan",
+            "disk" => "disk (blank: GPT + mke2fs)",
+            "cache" => "layer cache",
+            "fetch" => "layer fetch (stream, sha256, write, fsync)",
+            "compose" => "compose (loop devices, overlayfs)",
+            "switch_root" => "switch root, carte-shim",
+            "booted" => "systemd: init to multi-user.target",
+            other => other,
+        };
+        marks.add(name, h["unix_ms"].as_u64());
+    }
+    marks.add("report", Some(boot.reported_ms));
+    Ok(marks.phases())
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / f64::from(1 << 20))
 }
 
 fn direct() -> anyhow::Result<()> {

@@ -1,0 +1,274 @@
+//! The product end to end: QEMU machines PXE-boot (real firmware, real iPXE) from netbootd
+//! into a real Debian bookworm that carte-init composes from layers built by
+//! `scripts/images` and `imaged build`: the Debian kernel's modules layer, two system
+//! layers, a user layer, and a persistent machine layer on the machine's own disk.
+//!
+//! Each boot is judged by what the booted system prints (`carte-report.service`, after
+//! `multi-user.target`), by netbootd's transfer totals (bytes sent per blob) and by QEMU's
+//! disk write counter.
+//!
+//! The layers are built once per test process (`qemu_tests::debian::seed`); the trees are
+//! cached by recipe hash under `.cache/images`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use qemu_tests::debian::{self, Boot, Seed, CMDLINE};
+use qemu_tests::{policy, prereq, DhcpMode, Firmware, Lab, MachineSpec, Netbootd};
+
+/// What a warm boot may write to the disk: the machine layer's own changes (machine-id,
+/// the report's boot list, systemd's state), nothing layer-sized.
+const WARM_WRITE_LIMIT: u64 = 32 << 20;
+
+fn make_disk(dir: &Path) -> anyhow::Result<std::path::PathBuf> {
+    let disk = dir.join("disk.img");
+    std::fs::File::create(&disk)?.set_len(4 << 30)?;
+    Ok(disk)
+}
+
+fn boot(lab: &Lab, spec: &MachineSpec, nb: &Netbootd) -> anyhow::Result<Boot> {
+    Ok(debian::boot(lab, spec, nb)?)
+}
+
+fn sent(nb: &Netbootd, lab: &Lab, token: &str) -> anyhow::Result<BTreeMap<String, u64>> {
+    Ok(nb.sent_bytes(lab, token)?)
+}
+
+/// Bytes of `digest` sent between two snapshots.
+fn moved(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>, digest: &str) -> u64 {
+    after.get(digest).copied().unwrap_or(0) - before.get(digest).copied().unwrap_or(0)
+}
+
+fn moved_total(before: &BTreeMap<String, u64>, after: &BTreeMap<String, u64>) -> u64 {
+    after.keys().map(|d| moved(before, after, d)).sum()
+}
+
+/// The checks every composed boot passes: what it runs and that each layer is there.
+fn assert_composed(b: &Boot, release: &str) {
+    let ctx = || {
+        format!(
+            "report:\n{}\nconsole tail:\n{}",
+            b.report.join("\n"),
+            tail(&b.console)
+        )
+    };
+    assert_eq!(b.value("kernel="), Some(release), "{}", ctx());
+    assert_eq!(
+        b.value("pretty_name="),
+        Some("Debian GNU/Linux 12 (bookworm)"),
+        "{}",
+        ctx()
+    );
+    let root = b.value("root=").unwrap_or_default();
+    assert!(
+        root.starts_with("overlay "),
+        "/ is not an overlay: {}",
+        ctx()
+    );
+    // Four read-only lowers: the kernel's modules on top, then user, extras, base.
+    let lowers = root
+        .split(',')
+        .find_map(|o| o.strip_prefix("lowerdir="))
+        .unwrap_or_default();
+    assert_eq!(lowers.split(':').count(), 4, "lowers {lowers}: {}", ctx());
+    assert!(
+        root.contains("upperdir=/carte/cache/machine/"),
+        "the upper is not the persistent machine layer: {}",
+        ctx()
+    );
+    for line in [
+        format!("modules /lib/modules/{release} present"),
+        "layer-file /etc/carte/layer-base carte layer debian-base".to_string(),
+        "layer-file /etc/carte/layer-extras carte layer carte-extras".to_string(),
+        "layer-file /.carte-layer-user carte layer user-home mounted at /".to_string(),
+        "layer-file /home/alice/hello.txt hello from alice's carte user layer".to_string(),
+    ] {
+        assert!(b.report.contains(&line), "missing {line:?}: {}", ctx());
+    }
+}
+
+fn tail(s: &str) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+fn layer(seed: &Seed, image: &str) -> anyhow::Result<debian::Blob> {
+    seed.versions
+        .get(image)
+        .and_then(|m| m.get("layer"))
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("the seed store has no layer for {image}"))
+}
+
+fn start(lab: &Lab, seed: &Seed, kernel: &str) -> anyhow::Result<Netbootd> {
+    let policy = format!(
+        "{}\n{}",
+        debian::setup("debian", kernel, CMDLINE),
+        policy::default_group("debian")
+    );
+    Ok(Netbootd::start_seeded(
+        lab,
+        DhcpMode::Full,
+        &[("boot.toml", &policy)],
+        Some(&seed.dir),
+    )?)
+}
+
+/// Issue 5, tests 1, 3 and 4 on one SeaBIOS machine and its disk: a cold boot reaches
+/// multi-user with every layer and writes a file under /var; the same setup again moves
+/// no layer byte and rewrites no layer, and the file is still there; a policy edit that
+/// changes only the kernel moves only that kernel.
+#[test]
+fn debian_cold_warm_and_kernel_change() -> anyhow::Result<()> {
+    if !prereq::ready("debian_cold_warm_and_kernel_change") {
+        return Ok(());
+    }
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    let lab = Lab::new()?;
+    lab.tap("tap0")?;
+    let mut nb = start(&lab, seed, "linux@1")?;
+    let token = nb.admin_token()?;
+    let dir = tempfile::tempdir()?;
+    let spec = MachineSpec {
+        memory_mb: 1024,
+        disk: Some(make_disk(dir.path())?),
+        pause_on_poweroff: true,
+        ..MachineSpec::pxe("debian-bios", Firmware::Bios, "tap0", "52:54:00:de:b1:01")
+    };
+    let system = [
+        layer(seed, "debian@1")?,
+        layer(seed, "extras@1")?,
+        layer(seed, "alice-home@1")?,
+    ];
+    let modules1 = layer(seed, "linux@1")?;
+
+    // 1. Cold boot: a blank disk, every layer fetched, composed, systemd reaches
+    //    multi-user, and the report's boot id is written under /var.
+    let s0 = sent(&nb, &lab, &token)?;
+    let cold = boot(&lab, &spec, &nb)?;
+    assert_composed(&cold, &seed.release1);
+    assert_eq!(cold.persisted_boots().len(), 1, "{:?}", cold.report);
+    let s1 = sent(&nb, &lab, &token)?;
+    for l in system.iter().chain([&modules1]) {
+        assert!(
+            moved(&s0, &s1, &l.sha256) >= l.size,
+            "layer {} ({} bytes) was not fetched on the cold boot",
+            l.sha256,
+            l.size
+        );
+    }
+    let machines = nb.machines_table(&lab, &token)?;
+    assert!(machines.contains("booted"), "{machines}");
+    eprintln!(
+        "cold boot: {:.0} s, {} bytes of blobs sent, {} bytes written to disk\n{machines}",
+        cold.secs(),
+        moved_total(&s0, &s1),
+        cold.disk_writes
+    );
+
+    // 3. Warm boot, same setup: nothing layer-sized moves or is written; the file from
+    //    the first boot is still there.
+    let warm = boot(&lab, &spec, &nb)?;
+    assert_composed(&warm, &seed.release1);
+    let boots = warm.persisted_boots();
+    assert_eq!(boots.len(), 2, "{:?}", warm.report);
+    assert_eq!(
+        boots[0],
+        cold.persisted_boots()[0],
+        "the machine layer was not kept"
+    );
+    let s2 = sent(&nb, &lab, &token)?;
+    for l in system.iter().chain([&modules1]) {
+        assert_eq!(
+            moved(&s1, &s2, &l.sha256),
+            0,
+            "layer {} moved again",
+            l.sha256
+        );
+    }
+    assert!(
+        warm.disk_writes < WARM_WRITE_LIMIT,
+        "the warm boot wrote {} bytes to disk (limit {WARM_WRITE_LIMIT})",
+        warm.disk_writes
+    );
+    eprintln!(
+        "warm boot: {:.0} s, {} bytes of blobs sent (vmlinuz and modules cpio for iPXE), \
+         {} bytes written to disk",
+        warm.secs(),
+        moved_total(&s1, &s2),
+        warm.disk_writes
+    );
+
+    // 4. Only the kernel changes (linux@1 -> linux@2, another release): only its
+    //    artefacts move, at most 1.05 x their size, and no system layer is rewritten.
+    nb.write_policy(
+        "boot.toml",
+        &format!(
+            "{}\n{}",
+            debian::setup("debian", "linux@2", CMDLINE),
+            policy::default_group("debian")
+        ),
+    )?;
+    nb.wait_log(&["policy reloaded"], 1, Duration::from_secs(20))?;
+    let changed = boot(&lab, &spec, &nb)?;
+    assert_composed(&changed, &seed.release2);
+    assert_eq!(changed.persisted_boots().len(), 3, "{:?}", changed.report);
+    let s3 = sent(&nb, &lab, &token)?;
+    let kernel2: u64 = seed.blobs("linux@2").iter().map(|b| b.size).sum();
+    let total = moved_total(&s2, &s3);
+    assert!(
+        total as f64 <= 1.05 * kernel2 as f64,
+        "the kernel change moved {total} bytes; linux@2's artefacts are {kernel2}"
+    );
+    for b in seed.blobs("linux@2") {
+        assert!(
+            moved(&s2, &s3, &b.sha256) >= b.size,
+            "{} not sent",
+            b.sha256
+        );
+    }
+    for l in &system {
+        assert_eq!(moved(&s2, &s3, &l.sha256), 0, "layer {} moved", l.sha256);
+    }
+    let modules2 = layer(seed, "linux@2")?;
+    assert!(
+        changed.disk_writes < modules2.size + WARM_WRITE_LIMIT,
+        "the kernel change wrote {} bytes; its modules layer is {}",
+        changed.disk_writes,
+        modules2.size
+    );
+    eprintln!(
+        "kernel change: {:.0} s, {total} bytes of blobs sent (linux@2 is {kernel2}), {} bytes \
+         written to disk",
+        changed.secs(),
+        changed.disk_writes
+    );
+    Ok(())
+}
+
+/// Issue 5, test 2: the same setup through OVMF's own UEFI PXE (DHCP arch 7, TFTP of
+/// ipxe.efi, then iPXE over HTTP), cold, onto a blank disk.
+#[test]
+fn debian_cold_boot_under_ovmf() -> anyhow::Result<()> {
+    if !prereq::ready("debian_cold_boot_under_ovmf") {
+        return Ok(());
+    }
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    let lab = Lab::new()?;
+    lab.tap("tap0")?;
+    let nb = start(&lab, seed, "linux@1")?;
+    let dir = tempfile::tempdir()?;
+    let spec = MachineSpec {
+        memory_mb: 1024,
+        nic_rom: false,
+        disk: Some(make_disk(dir.path())?),
+        pause_on_poweroff: true,
+        ..MachineSpec::pxe("debian-ovmf", Firmware::Ovmf, "tap0", "52:54:00:de:e1:01")
+    };
+    let cold = boot(&lab, &spec, &nb)?;
+    assert_composed(&cold, &seed.release1);
+    assert_eq!(cold.persisted_boots().len(), 1, "{:?}", cold.report);
+    eprintln!("OVMF cold boot: {:.0} s", cold.secs());
+    Ok(())
+}
