@@ -38,6 +38,13 @@ pub const BASE: &str = "debian";
 pub const EXTRAS: &str = "extras";
 pub const USER: &str = "alice-home";
 pub const KERNEL: &str = "linux";
+/// A lazy project layer (fetched by carte-shim after init starts) whose autostart reads
+/// its file and prints it with the kernel release; not part of [`setup`] unless asked.
+pub const PROJECT: &str = "exp";
+pub const PROJECT_MOUNT: &str = "/srv/exp";
+pub const PROJECT_FILE_TEXT: &str = "hello from the lazy project layer";
+pub const PROJECT_AUTOSTART: &str =
+    "echo \"autostart says: $(cat /srv/exp/hello.txt) on $(uname -r)\"";
 
 /// One artefact of a pushed version: its sha256 (the ETag and blob name) and size.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -187,6 +194,10 @@ fn make_seed() -> Result<Seed, DebianError> {
     let mut versions = BTreeMap::new();
     let os = |p: &Path| p.as_os_str().to_owned();
     let mut push = |name: &str, kind: &str, args: Vec<std::ffi::OsString>| {
+        eprintln!(
+            "qemu-tests: imaged build {} --push {name} --kind {kind}",
+            args[0].to_string_lossy()
+        );
         let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
         let (pushed, blobs) = build_push(&data, &out.join(name), name, kind, &refs)?;
         versions.insert(pushed, blobs);
@@ -221,6 +232,34 @@ fn make_seed() -> Result<Seed, DebianError> {
             ],
         )?;
     }
+    // The project layer: one file, made here (it needs no recipe).
+    let project_tree = dir.join("project-tree");
+    std::fs::create_dir_all(&project_tree).map_err(io("creating the project tree"))?;
+    std::fs::write(
+        project_tree.join("hello.txt"),
+        format!("{PROJECT_FILE_TEXT}\n"),
+    )
+    .map_err(io("writing the project file"))?;
+    let mut create = Command::new(assets::imaged_bin()?);
+    create
+        .args(["project", "create", PROJECT, "--data"])
+        .arg(&data);
+    proc::run(&mut create)?;
+    push(
+        PROJECT,
+        "project",
+        vec![
+            "dir".into(),
+            os(&project_tree),
+            "--project".into(),
+            PROJECT.into(),
+            "--mount-point".into(),
+            PROJECT_MOUNT.into(),
+            "--lazy".into(),
+            "--autostart".into(),
+            PROJECT_AUTOSTART.into(),
+        ],
+    )?;
     let initramfs = assets::carte_initramfs()?;
     let to = data.join("carte/initramfs.cpio.zst");
     std::fs::create_dir_all(data.join("carte")).map_err(io("creating data/carte"))?;
@@ -250,6 +289,14 @@ pub fn setup(name: &str, kernel: &str, extra_cmdline: &str) -> String {
         "[setup.{name}]\nkernel  = \"{kernel}\"\nlayers  = [\"{BASE}@1\", \"{EXTRAS}@1\"]\n\
          user    = [\"{USER}@1\"]\ncmdline = \"console=ttyS0 {extra_cmdline}\"\n\
          machine = \"persist\"\ndisk    = \"largest\"\n"
+    )
+}
+
+/// [`setup`] plus the lazy project layer.
+pub fn setup_with_project(name: &str, kernel: &str, extra_cmdline: &str) -> String {
+    format!(
+        "{}project = \"{PROJECT}@1\"\n",
+        setup(name, kernel, extra_cmdline)
     )
 }
 

@@ -115,13 +115,14 @@ fn start(lab: &Lab, seed: &Seed, kernel: &str) -> anyhow::Result<Netbootd> {
     )?)
 }
 
-/// Issue 5, tests 1, 3 and 4 on one SeaBIOS machine and its disk: a cold boot reaches
-/// multi-user with every layer and writes a file under /var; the same setup again moves
-/// no layer byte and rewrites no layer, and the file is still there; a policy edit that
-/// changes only the kernel moves only that kernel.
+/// Issue 5, tests 1, 3, 4 and 7 on one SeaBIOS machine and its disk: a cold boot
+/// reaches multi-user with every layer and writes a file under /var; the same setup again
+/// moves no layer byte and rewrites no layer, and the file is still there; a policy edit
+/// that changes only the kernel moves only that kernel; a lazy project layer is mounted
+/// after init starts and its autostart's output reaches netbootd.
 #[test]
-fn debian_cold_warm_and_kernel_change() -> anyhow::Result<()> {
-    if !prereq::ready("debian_cold_warm_and_kernel_change") {
+fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
+    if !prereq::ready("debian_cold_warm_kernel_change_and_lazy_project") {
         return Ok(());
     }
     let seed = debian::seed().map_err(anyhow::Error::msg)?;
@@ -243,6 +244,45 @@ fn debian_cold_warm_and_kernel_change() -> anyhow::Result<()> {
          written to disk",
         changed.secs(),
         changed.disk_writes
+    );
+
+    // 7. A lazy project layer: carte-shim fetches and mounts it after the real init has
+    //    started, then runs its autostart, whose output reaches netbootd.
+    nb.write_policy(
+        "boot.toml",
+        &format!(
+            "{}\n{}",
+            debian::setup_with_project("debian", "linux@2", CMDLINE),
+            policy::default_group("debian")
+        ),
+    )?;
+    nb.wait_log(&["policy reloaded"], 2, Duration::from_secs(20))?;
+    let lazy = boot(&lab, &spec, &nb)?;
+    assert_composed(&lazy, &seed.release2);
+    let said = format!(
+        "autostart says: {} on {}",
+        debian::PROJECT_FILE_TEXT,
+        seed.release2
+    );
+    let lines = nb.wait_log(&["stage=Autostart", &said], 1, Duration::from_secs(30))?;
+    let booted = nb.wait_log(&["stage=Booted"], 1, Duration::from_secs(5))?;
+    assert!(
+        booted.last() > lines.first(),
+        "booted was posted before the autostart ran"
+    );
+    // The lazy layer came after the plan's boot layers: carte-init did not fetch it.
+    assert!(
+        !lazy.console.contains("carte-init: Fetch: exp@1"),
+        "carte-init fetched the lazy layer itself:\n{}",
+        tail(&lazy.console)
+    );
+    let project = layer(seed, "exp@1")?;
+    let s4 = sent(&nb, &lab, &token)?;
+    assert!(moved(&s3, &s4, &project.sha256) >= project.size);
+    eprintln!(
+        "lazy project layer: {:.0} s, autostart: {}",
+        lazy.secs(),
+        lines[0]
     );
     Ok(())
 }

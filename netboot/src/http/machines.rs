@@ -36,6 +36,18 @@ fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
     (status, Json(serde_json::json!({ "error": message }))).into_response()
 }
 
+/// At most `max` bytes of `s`, cut at a character boundary, with `…` when cut.
+fn bounded(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
@@ -115,7 +127,10 @@ pub async fn event(
     };
     match machines.event(mac, &token, &event, crate::machines::now_ms()) {
         Ok(()) => {
-            tracing::info!(%mac, stage = ?event.stage, error = ?event.error, "machine event");
+            // Only a machine with this boot's token gets here; its message (an autostart's
+            // output tail, a progress line) is logged bounded.
+            let message = event.message.as_deref().map(|m| bounded(m, 512));
+            tracing::info!(%mac, stage = ?event.stage, error = ?event.error, text = ?message, "machine event");
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => refused(e),
@@ -164,5 +179,17 @@ pub async fn transfers(State(state): State<AppState>, headers: HeaderMap) -> Res
     match &state.images {
         Some(images) => Json(images.transfers.snapshot()).into_response(),
         None => error(StatusCode::NOT_FOUND, "no image store"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::bounded;
+
+    #[test]
+    fn bounded_cuts_at_a_character_boundary() {
+        assert_eq!(bounded("abc", 3), "abc");
+        assert_eq!(bounded("abcd", 3), "abc…");
+        assert_eq!(bounded("aé", 2), "a…");
     }
 }

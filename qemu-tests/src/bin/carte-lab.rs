@@ -152,7 +152,7 @@ fn phases(
         timeline::first_log_time(&log, &[MAC, "reply=Ack"]),
     );
     marks.add(
-        "kernel, carte initramfs, modules cpio; kernel start; carte-init up to the plan",
+        "kernel + initrds download, kernel start, modules, NIC",
         me["issued_unix_ms"].as_u64(),
     );
     let history = me["history"].as_array().cloned().unwrap_or_default();
