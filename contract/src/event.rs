@@ -28,6 +28,9 @@ pub enum Stage {
     SyncBack,
     /// Writing a whole-disk image (`disk` mode).
     Flash,
+    /// The whole-disk image is written and verified; the machine reboots into it, and the
+    /// server answers `local` for it while its setup and image version stay the same.
+    Flashed,
     /// Mounting layers and the root overlay.
     Compose,
     /// Switching root and handing over to carte-shim.

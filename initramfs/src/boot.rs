@@ -340,7 +340,7 @@ fn disk_mode(
         events,
         Event {
             message: Some(format!("{label}: {}; rebooting", flash::describe(&done))),
-            ..Event::stage(Stage::Flash)
+            ..Event::stage(Stage::Flashed)
         },
         say,
     );

@@ -123,6 +123,17 @@ impl ImageCatalog for MetaCatalog {
     }
 }
 
+/// The version number `image` means now (`@latest` resolved).
+pub fn resolve_version(store: &Store, image: &ImageRef) -> Result<u32, ImagesError> {
+    store
+        .version(&appliance(), image)
+        .map(|v| v.number)
+        .map_err(|source| ImagesError::Resolve {
+            image: image.clone(),
+            source,
+        })
+}
+
 /// The version `kernel` means now (`@latest` resolved at this call) and its artefacts.
 pub fn resolve_kernel(store: &Store, kernel: &ImageRef) -> Result<ResolvedKernel, ImagesError> {
     let v = store

@@ -591,6 +591,8 @@ mod tests {
             machine: MachineLayer::Persist,
             sync: SyncPolicy::Never,
             disk: crate::policy::DiskChoice::Largest,
+            flash: None,
+            wipe: false,
             cmdline: "console=ttyS0".into(),
         }
     }

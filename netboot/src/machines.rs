@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use carte_contract::{Event, MachineState, Plan};
+use carte_contract::{Event, MachineState, Mode, Plan, Stage};
 use imaged::model::Digest;
 
 use crate::mac::MacAddr;
@@ -27,6 +27,16 @@ struct Record {
     token: Digest,
     plan: Plan,
     state: MachineState,
+    flashed: Option<Flashed>,
+}
+
+/// A whole-disk image a machine reported written (disk mode): while its setup still
+/// flashes this image version, the machine boots it from its disk (`local`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Flashed {
+    pub setup: String,
+    pub image: String,
+    pub version: u64,
 }
 
 /// The registry; one per daemon, shared by the HTTP routes.
@@ -61,14 +71,25 @@ impl Machines {
     pub fn issue(&self, mac: MacAddr, setup: &str, plan: Plan) {
         let token = imaged::token::hash(&plan.token);
         let mut all = self.lock();
-        let mut state = all
-            .remove(&mac)
-            .map(|r| r.state)
-            .unwrap_or_else(|| MachineState::new(mac.to_string()));
+        let (mut state, flashed) = all.remove(&mac).map_or_else(
+            || (MachineState::new(mac.to_string()), None),
+            |r| (r.state, r.flashed),
+        );
         state.setup = Some(setup.to_string());
         state.name.clone_from(&plan.machine.name);
         state.begin_boot(now_ms());
-        all.insert(mac, Record { token, plan, state });
+        // A composed boot writes the disk's carte partition: an image flashed before is
+        // gone (or this boot fails on it); only a new flash records one again.
+        let flashed = flashed.filter(|_| plan.mode == Mode::Disk);
+        all.insert(
+            mac,
+            Record {
+                token,
+                plan,
+                state,
+                flashed,
+            },
+        );
     }
 
     fn with_record<T>(
@@ -99,7 +120,24 @@ impl Machines {
         event: &Event,
         now_ms: u64,
     ) -> Result<(), MachineError> {
-        self.with_record(mac, token, |r| r.state.apply_ms(event, now_ms))
+        self.with_record(mac, token, |r| {
+            r.state.apply_ms(event, now_ms);
+            if event.stage == Stage::Flashed && event.error.is_none() && r.plan.mode == Mode::Disk
+            {
+                if let (Some(setup), Some(layer)) = (&r.state.setup, r.plan.layers.first()) {
+                    r.flashed = Some(Flashed {
+                        setup: setup.clone(),
+                        image: layer.name.clone(),
+                        version: layer.version,
+                    });
+                }
+            }
+        })
+    }
+
+    /// The image `mac` last reported flashed, if no composed boot came since.
+    pub fn flashed(&self, mac: MacAddr) -> Option<Flashed> {
+        self.lock().get(&mac).and_then(|r| r.flashed.clone())
     }
 
     /// Every machine that was issued a plan, by MAC.
@@ -268,6 +306,32 @@ mod tests {
         assert_eq!(s[0].last_error.as_deref(), Some("fetch debian@7: boom"));
         assert_eq!(s[0].updated_unix, Some(11));
         assert!(s[0].history.is_empty(), "the new boot has no stage yet");
+    }
+
+    #[test]
+    fn a_flashed_image_is_remembered_until_a_composed_boot() {
+        let m = Machines::default();
+        let mac: MacAddr = "52:54:00:00:00:01".parse().expect("mac");
+        let mut disk = plan("t1", &"a".repeat(64));
+        disk.mode = Mode::Disk;
+        m.issue(mac, "appliance", disk.clone());
+        assert_eq!(m.flashed(mac), None);
+        m.event(mac, "t1", &Event::failed(Stage::Flashed, "boom"), 1)
+            .expect("event");
+        assert_eq!(m.flashed(mac), None, "a failed flash records nothing");
+        m.event(mac, "t1", &Event::stage(Stage::Flashed), 2)
+            .expect("event");
+        let want = Flashed {
+            setup: "appliance".into(),
+            image: "debian".into(),
+            version: 7,
+        };
+        assert_eq!(m.flashed(mac), Some(want.clone()));
+        disk.token = "t2".into();
+        m.issue(mac, "appliance", disk);
+        assert_eq!(m.flashed(mac), Some(want), "a new disk-mode boot keeps it");
+        m.issue(mac, "lab", plan("t3", &"b".repeat(64)));
+        assert_eq!(m.flashed(mac), None, "a composed boot forgets it");
     }
 
     #[test]

@@ -2,9 +2,12 @@
 //! modules layer, then the system layers bottom to top, then user and project layers,
 //! each with its digests, sizes and the URL it is fetched from.
 //!
+//! A setup with `flash` gets a `disk` mode plan instead: its one layer is the raw
+//! whole-disk image carte-init writes onto the disk.
+//!
 //! It reads versions from the store (blocking) and decides nothing the policy did not
-//! say. Not here yet: wiping a disk with foreign data (never allowed), sync-back uploads (the setup's `sync` is not acted on: there is no
-//! upload route for machines yet), `disk` mode.
+//! say. Not here yet: sync-back uploads (the setup's `sync` is not acted on: there is no
+//! upload route for machines yet).
 
 use carte_contract::{
     DiskRule, DiskSelect, Encoding, Format, Layer, LayerKind, MachineId, MachineLayerPolicy, Mode,
@@ -24,10 +27,10 @@ pub enum PlanError {
     Store { image: ImageRef, source: StoreError },
     #[error("plan: layer {image}: the version has no layer artefact")]
     NoLayer { image: ImageRef },
-    #[error(
-        "plan: layer {image}: a raw disk image cannot be composed (disk mode is not built yet)"
-    )]
+    #[error("plan: layer {image}: a raw disk image cannot be composed (name it in flash)")]
     RawDisk { image: ImageRef },
+    #[error("plan: flash {image}: not a raw disk image (imaged build raw makes one)")]
+    NotRaw { image: ImageRef },
 }
 
 fn kind(k: ImageKind) -> LayerKind {
@@ -41,8 +44,9 @@ fn kind(k: ImageKind) -> LayerKind {
     }
 }
 
-/// One layer of the plan from the version `r` means now.
-fn layer(store: &Store, r: &ImageRef, base: &str) -> Result<Layer, PlanError> {
+/// One layer of the plan from the version `r` means now; `raw` says whether a raw disk
+/// image is what is wanted (disk mode) or refused (compose).
+fn layer(store: &Store, r: &ImageRef, base: &str, raw: bool) -> Result<Layer, PlanError> {
     let who = Principal::local_admin();
     let err = |source| PlanError::Store {
         image: r.clone(),
@@ -60,11 +64,15 @@ fn layer(store: &Store, r: &ImageRef, base: &str) -> Result<Layer, PlanError> {
         name: v.image.clone(),
         version: u64::from(v.number),
         kind: kind(image.kind),
-        format: match m.format {
-            model::LayerFormat::Erofs => Format::Erofs,
-            model::LayerFormat::Ext4 => Format::Ext4,
-            model::LayerFormat::Squashfs => Format::Squashfs,
-            model::LayerFormat::Raw => return Err(PlanError::RawDisk { image: r.clone() }),
+        format: match (m.format, raw) {
+            (model::LayerFormat::Raw, true) => Format::Raw,
+            (model::LayerFormat::Raw, false) => {
+                return Err(PlanError::RawDisk { image: r.clone() })
+            }
+            (_, true) => return Err(PlanError::NotRaw { image: r.clone() }),
+            (model::LayerFormat::Erofs, false) => Format::Erofs,
+            (model::LayerFormat::Ext4, false) => Format::Ext4,
+            (model::LayerFormat::Squashfs, false) => Format::Squashfs,
         },
         encoding: match m.encoding {
             model::Encoding::None => Encoding::None,
@@ -95,16 +103,22 @@ pub fn build(
     token: &str,
     base: &str,
 ) -> Result<Plan, PlanError> {
-    let mut layers = vec![layer(store, &kernel.version, base)?];
-    for r in spec.layers.iter().chain(&spec.user).chain(&spec.project) {
-        layers.push(layer(store, r, base)?);
-    }
+    let (mode, layers) = match &spec.flash {
+        Some(image) => (Mode::Disk, vec![layer(store, image, base, true)?]),
+        None => {
+            let mut layers = vec![layer(store, &kernel.version, base, false)?];
+            for r in spec.layers.iter().chain(&spec.user).chain(&spec.project) {
+                layers.push(layer(store, r, base, false)?);
+            }
+            (Mode::Compose, layers)
+        }
+    };
     Ok(Plan {
         machine: MachineId {
             mac: mac.to_string(),
             name,
         },
-        mode: Mode::Compose,
+        mode,
         disk: DiskRule {
             select: match &spec.disk {
                 DiskChoice::Largest => DiskSelect::Largest,
@@ -112,8 +126,8 @@ pub fn build(
                 DiskChoice::None => DiskSelect::None,
                 DiskChoice::Device(d) => DiskSelect::Device(d.clone()),
             },
-            // A disk with foreign data is never initialised: no policy key allows it yet.
-            may_wipe: false,
+            // A disk with foreign data is written only when the policy says `wipe = true`.
+            may_wipe: spec.wipe,
         },
         layers,
         machine_layer: match spec.machine {

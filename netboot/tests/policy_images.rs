@@ -196,7 +196,7 @@ fn image_references_are_checked_against_the_catalog() {
         &s("kernel = \"kernels/vmlinuz\"\nlayers = [\"debian@7\"]\n"),
         &[(
             1,
-            "layers, user, project, machine, sync and disk need an image kernel",
+            "layers, user, project, machine, sync, disk, flash and wipe need an image kernel",
         )],
     );
     check(
@@ -231,5 +231,44 @@ fn without_a_store_image_setups_do_not_validate() {
             .contains("cannot check linux@1: no image store"),
         "{}",
         errors[0]
+    );
+}
+
+#[test]
+fn a_flash_setup_names_a_system_image_and_nothing_to_compose() {
+    let p = load(
+        "[setup.appliance]\nkernel = \"linux@2\"\nflash = \"debian@7\"\ndisk = \"/dev/vda\"\nwipe = true\n",
+    )
+    .expect("a flash setup loads");
+    let Answer::Compose(spec) = &p.setups["appliance"].answer else {
+        panic!("{p:?}");
+    };
+    assert_eq!(spec.flash, Some("debian@7".parse().expect("ref")));
+    assert!(spec.wipe);
+    assert_eq!(spec.disk, DiskChoice::Device("/dev/vda".into()));
+    let p = load("[setup.a]\nkernel = \"linux@2\"\nflash = \"debian@7\"\n").expect("loads");
+    let Answer::Compose(spec) = &p.setups["a"].answer else {
+        panic!("{p:?}");
+    };
+    assert!(!spec.wipe, "wipe defaults to false");
+
+    let s = |body: &str| format!("[setup.a]\nkernel = \"linux@2\"\n{body}");
+    check(
+        &s("flash = \"alice-home@1\"\n"),
+        &[(3, "alice-home is a user image; flash takes a system image")],
+    );
+    check(
+        &s("flash = \"debian@7\"\nlayers = [\"x11@3\"]\n"),
+        &[(3, "layers, user, project, machine and sync do not go with it")],
+    );
+    check(
+        &s("flash = \"debian@7\"\ndisk = \"none\"\n"),
+        &[(3, "flash needs a disk")],
+    );
+    check(&s("flash = \"debian@9\"\n"), &[(3, "has no version 9")]);
+    check(&s("wipe = \"yes\"\n"), &[(3, "expected a boolean")]);
+    check(
+        "[setup.a]\nkernel = \"k/vmlinuz\"\nflash = \"debian@7\"\n",
+        &[(1, "need an image kernel")],
     );
 }

@@ -312,3 +312,90 @@ fn debian_cold_boot_under_ovmf() -> anyhow::Result<()> {
     eprintln!("OVMF cold boot: {:.0} s", cold.secs());
     Ok(())
 }
+
+/// Issue 5, test 6: disk mode. A setup with `flash` makes carte-init write a small
+/// bootable whole-disk image (syslinux, a kernel and the test initrd, made by
+/// `scripts/make-boot-disk`) onto the machine's blank disk and reboot; netbootd then
+/// answers `local` for that machine, and SeaBIOS boots the flashed disk.
+#[test]
+fn disk_mode_flashes_an_image_then_the_machine_boots_it_locally() -> anyhow::Result<()> {
+    if !prereq::ready("disk_mode_flashes_an_image_then_the_machine_boots_it_locally") {
+        return Ok(());
+    }
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    let work = tempfile::tempdir()?;
+    let image = work.path().join("appliance.img");
+    let mut make = std::process::Command::new(
+        qemu_tests::assets::workspace_root().join("scripts/make-boot-disk"),
+    );
+    make.arg(&image)
+        .arg(qemu_tests::assets::kernel()?)
+        .arg(qemu_tests::assets::initrd()?);
+    let out = make.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "make-boot-disk: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let lab = Lab::new()?;
+    lab.tap("tap0")?;
+    let mut nb = Netbootd::start_seeded(
+        &lab,
+        DhcpMode::Full,
+        &[("boot.toml", &policy::builtin_for_everyone("wait"))],
+        Some(&seed.dir),
+    )?;
+    let mut push = std::process::Command::new(qemu_tests::assets::imaged_bin()?);
+    push.args(["build", "raw"])
+        .arg(&image)
+        .arg("--out")
+        .arg(work.path().join("built"))
+        .args(["--push", "appliance", "--kind", "system", "--data"])
+        .arg(nb.data_dir());
+    let out = push.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "imaged build raw: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    nb.write_policy(
+        "boot.toml",
+        &format!(
+            "[setup.appliance]\nkernel = \"linux@1\"\nflash = \"appliance@1\"\n\
+             cmdline = \"console=ttyS0 quiet\"\ndisk = \"largest\"\n\n{}",
+            policy::default_group("appliance")
+        ),
+    )?;
+    nb.wait_log(&["policy reloaded"], 1, Duration::from_secs(20))?;
+
+    let spec = MachineSpec {
+        disk: Some(make_disk(work.path())?),
+        ..MachineSpec::pxe("flash", Firmware::Bios, "tap0", "52:54:00:de:f1:01")
+    };
+    // Boot 1: carte-init flashes the image and reboots (-no-reboot: QEMU exits).
+    let mut m = qemu_tests::Machine::pxe(&lab, &spec)?;
+    let flashed = m.expect("Flashed: appliance@1", debian::BOOT_TIMEOUT);
+    let console = m.console_text();
+    let line = flashed.map_err(|e| anyhow::anyhow!("{e}\n{console}\n{}", nb.log()))?;
+    assert!(line.contains("rebooting"), "{line}");
+    m.wait_exit(Duration::from_secs(120))?;
+    drop(m);
+    nb.wait_log(&["stage=Flashed"], 1, Duration::from_secs(5))?;
+
+    // Boot 2: the same machine is told to boot its disk, which is the flashed image.
+    let mut m = qemu_tests::Machine::pxe(&lab, &spec)?;
+    let got = m.wait_cmdline(debian::BOOT_TIMEOUT);
+    let console = m.console_text();
+    let cmdline = got.map_err(|e| anyhow::anyhow!("{e}\n{console}\n{}", nb.log()))?;
+    assert!(
+        cmdline.contains("carte.test=flashed-disk"),
+        "not the flashed disk's command line: {cmdline}"
+    );
+    nb.wait_log(
+        &["52:54:00:de:f1:01", "image already flashed: answering local"],
+        1,
+        Duration::from_secs(5),
+    )?;
+    Ok(())
+}

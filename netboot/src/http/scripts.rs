@@ -18,7 +18,7 @@ use super::state::AppState;
 use crate::arch::ClientArch;
 use crate::ipxe::{self, ScriptContext};
 use crate::mac::MacAddr;
-use crate::policy::{Answer, MachineFacts};
+use crate::policy::{Answer, Decision, MachineFacts};
 use crate::ratelimit::RateLimiter;
 
 static BAD_REQUESTS: LazyLock<RateLimiter> =
@@ -81,7 +81,22 @@ pub async fn machine(
         mac,
         arch: facts.arch,
     };
+    let flashed = match &decision.answer {
+        Answer::Compose(spec) => still_flashed(&state, &decision.setup, spec, mac).await,
+        _ => false,
+    };
     let rendered = match &decision.answer {
+        Answer::Compose(_) if flashed => {
+            // Disk mode, done: the machine boots the image it flashed from its disk.
+            if let Some(suppressed) = DECISIONS.allow() {
+                tracing::info!(%mac, setup = %decision.setup, suppressed, "image already flashed: answering local");
+            }
+            let local = Decision {
+                answer: Answer::Local,
+                ..decision.clone()
+            };
+            ipxe::render(&local, &ctx).map_err(RequestError::Render)
+        }
         Answer::Compose(spec) => match resolve(&state, &decision.setup, spec, mac).await {
             Ok(boot) => ipxe::render_compose(
                 &decision,
@@ -106,6 +121,30 @@ pub async fn machine(
             e.into_response()
         }
     }
+}
+
+/// True when `spec` flashes a disk image and `mac` has reported that very image version
+/// flashed for this setup: its disk holds it, so it boots locally.
+async fn still_flashed(
+    state: &AppState,
+    setup: &str,
+    spec: &crate::policy::ComposeSpec,
+    mac: MacAddr,
+) -> bool {
+    let (Some(images), Some(image)) = (&state.images, &spec.flash) else {
+        return false;
+    };
+    let Some(done) = images.machines.flashed(mac) else {
+        return false;
+    };
+    if done.setup != setup || done.image != image.name {
+        return false;
+    }
+    let store = images.store.clone();
+    let image = image.clone();
+    let now = tokio::task::spawn_blocking(move || crate::images::resolve_version(&store, &image))
+        .await;
+    matches!(now, Ok(Ok(v)) if u64::from(v) == done.version)
 }
 
 /// What an image setup's script needs, found at request time.

@@ -79,6 +79,11 @@ struct RawSetup {
     machine: Option<Spanned<String>>,
     sync: Option<Spanned<String>>,
     disk: Option<Spanned<String>>,
+    /// Disk mode: a system image holding a raw whole-disk image, flashed instead of
+    /// composing a root.
+    flash: Option<Spanned<String>>,
+    /// May carte-init overwrite a disk that holds foreign data?
+    wipe: Option<Spanned<bool>>,
 }
 
 impl RawSetup {
@@ -90,6 +95,8 @@ impl RawSetup {
             || self.machine.is_some()
             || self.sync.is_some()
             || self.disk.is_some()
+            || self.flash.is_some()
+            || self.wipe.is_some()
     }
 }
 
@@ -563,7 +570,7 @@ fn setup_answer(
                 origin,
                 format!(
                     "setup {name:?}: kernel, initrd, cmdline, layers, user, project, machine, \
-                     sync and disk only apply to answer = \"boot\""
+                     sync, disk, flash and wipe only apply to answer = \"boot\""
                 ),
             );
             return None;
@@ -584,8 +591,8 @@ fn setup_answer(
         problems.at(
             origin,
             format!(
-                "setup {name:?}: layers, user, project, machine, sync and disk need an image kernel \
-                 (kernel = \"name@N\" or \"name@latest\")"
+                "setup {name:?}: layers, user, project, machine, sync, disk, flash and wipe need an \
+                 image kernel (kernel = \"name@N\" or \"name@latest\")"
             ),
         );
         return None;
@@ -622,6 +629,7 @@ enum Slot {
     Layers,
     User,
     Project,
+    Flash,
 }
 
 impl Slot {
@@ -631,6 +639,7 @@ impl Slot {
             Slot::Layers => "layers",
             Slot::User => "user",
             Slot::Project => "project",
+            Slot::Flash => "flash",
         }
     }
 
@@ -640,6 +649,7 @@ impl Slot {
             Slot::Layers => kind == ImageKind::System,
             Slot::User => matches!(kind, ImageKind::User | ImageKind::Temporary),
             Slot::Project => kind == ImageKind::Project,
+            Slot::Flash => kind == ImageKind::System,
         }
     }
 
@@ -649,6 +659,7 @@ impl Slot {
             Slot::Layers => "system images",
             Slot::User => "user or temporary images",
             Slot::Project => "a project image",
+            Slot::Flash => "a system image (a raw whole-disk image)",
         }
     }
 }
@@ -759,6 +770,33 @@ fn compose_answer(
         .project
         .as_ref()
         .and_then(|p| check_image(src, name, Slot::Project, p, catalog, problems));
+    let flash = setup
+        .flash
+        .as_ref()
+        .and_then(|f| check_image(src, name, Slot::Flash, f, catalog, problems));
+    if let Some(f) = &setup.flash {
+        if !setup.layers.is_empty()
+            || !setup.user.is_empty()
+            || setup.project.is_some()
+            || setup.machine.is_some()
+            || setup.sync.is_some()
+        {
+            problems.at(
+                &src.origin(f),
+                format!(
+                    "setup {name:?}: flash writes a whole disk instead of composing a root: \
+                     layers, user, project, machine and sync do not go with it"
+                ),
+            );
+        }
+        if matches!(setup.disk.as_ref().map(|d| d.get_ref().as_str()), Some("none")) {
+            problems.at(
+                &src.origin(f),
+                format!("setup {name:?}: flash needs a disk (disk = \"none\")"),
+            );
+        }
+    }
+    let wipe = setup.wipe.as_ref().is_some_and(|w| *w.get_ref());
     let machine = match setup.machine.as_ref().map(|m| (m.get_ref().as_str(), m)) {
         None | Some(("persist", _)) => MachineLayer::Persist,
         Some(("ephemeral", _)) => MachineLayer::Ephemeral,
@@ -810,6 +848,8 @@ fn compose_answer(
         machine,
         sync,
         disk,
+        flash,
+        wipe,
         cmdline: setup.cmdline.clone(),
     }))
 }

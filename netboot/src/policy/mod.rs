@@ -90,8 +90,14 @@ pub struct ComposeSpec {
     pub project: Option<ImageRef>,
     pub machine: MachineLayer,
     pub sync: SyncPolicy,
-    /// Which local disk holds the layer cache; carte never wipes a disk with foreign data.
+    /// Which local disk holds the layer cache (or receives the flashed image).
     pub disk: DiskChoice,
+    /// Disk mode: this system image's raw whole-disk image is written onto the disk
+    /// instead of composing a root; the machine then boots it from the disk (`local`).
+    pub flash: Option<ImageRef>,
+    /// The policy allows carte-init to overwrite a disk holding foreign data (`wipe =
+    /// true`); without it such a disk is never written.
+    pub wipe: bool,
     /// Extra kernel command line; carte's own arguments are appended by the renderer.
     pub cmdline: String,
 }
@@ -103,6 +109,7 @@ impl ComposeSpec {
             .chain(&self.layers)
             .chain(&self.user)
             .chain(&self.project)
+            .chain(&self.flash)
     }
 }
 
