@@ -122,8 +122,7 @@ impl Machines {
     ) -> Result<(), MachineError> {
         self.with_record(mac, token, |r| {
             r.state.apply_ms(event, now_ms);
-            if event.stage == Stage::Flashed && event.error.is_none() && r.plan.mode == Mode::Disk
-            {
+            if event.stage == Stage::Flashed && event.error.is_none() && r.plan.mode == Mode::Disk {
                 if let (Some(setup), Some(layer)) = (&r.state.setup, r.plan.layers.first()) {
                     r.flashed = Some(Flashed {
                         setup: setup.clone(),

@@ -259,7 +259,10 @@ fn a_flash_setup_names_a_system_image_and_nothing_to_compose() {
     );
     check(
         &s("flash = \"debian@7\"\nlayers = [\"x11@3\"]\n"),
-        &[(3, "layers, user, project, machine and sync do not go with it")],
+        &[(
+            3,
+            "layers, user, project, machine and sync do not go with it",
+        )],
     );
     check(
         &s("flash = \"debian@7\"\ndisk = \"none\"\n"),

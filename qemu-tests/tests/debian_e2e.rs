@@ -393,7 +393,10 @@ fn disk_mode_flashes_an_image_then_the_machine_boots_it_locally() -> anyhow::Res
         "not the flashed disk's command line: {cmdline}"
     );
     nb.wait_log(
-        &["52:54:00:de:f1:01", "image already flashed: answering local"],
+        &[
+            "52:54:00:de:f1:01",
+            "image already flashed: answering local",
+        ],
         1,
         Duration::from_secs(5),
     )?;

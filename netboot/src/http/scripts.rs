@@ -142,8 +142,8 @@ async fn still_flashed(
     }
     let store = images.store.clone();
     let image = image.clone();
-    let now = tokio::task::spawn_blocking(move || crate::images::resolve_version(&store, &image))
-        .await;
+    let now =
+        tokio::task::spawn_blocking(move || crate::images::resolve_version(&store, &image)).await;
     matches!(now, Ok(Ok(v)) if u64::from(v) == done.version)
 }
 

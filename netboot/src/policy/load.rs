@@ -789,7 +789,10 @@ fn compose_answer(
                 ),
             );
         }
-        if matches!(setup.disk.as_ref().map(|d| d.get_ref().as_str()), Some("none")) {
+        if matches!(
+            setup.disk.as_ref().map(|d| d.get_ref().as_str()),
+            Some("none")
+        ) {
             problems.at(
                 &src.origin(f),
                 format!("setup {name:?}: flash needs a disk (disk = \"none\")"),
