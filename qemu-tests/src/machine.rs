@@ -350,10 +350,25 @@ impl Machine {
 
     /// Waits until the guest has powered off (QEMU paused by `pause_on_poweroff`).
     pub fn wait_powered_off(&mut self, timeout: Duration) -> Result<(), MachineError> {
+        self.poll_until(timeout, Duration::from_millis(500), |m| {
+            Ok(m.monitor_query("info status")?
+                .contains("shutdown")
+                .then_some(()))
+        })
+    }
+
+    /// Calls `check` every `every` until it gives a value; after `timeout`, the error
+    /// says the machine is still running, with the console's tail.
+    fn poll_until<T>(
+        &mut self,
+        timeout: Duration,
+        every: Duration,
+        mut check: impl FnMut(&mut Self) -> Result<Option<T>, MachineError>,
+    ) -> Result<T, MachineError> {
         let deadline = Instant::now() + timeout;
         loop {
-            if self.monitor_query("info status")?.contains("shutdown") {
-                return Ok(());
+            if let Some(v) = check(self)? {
+                return Ok(v);
             }
             if Instant::now() >= deadline {
                 return Err(MachineError::StillRunning {
@@ -362,7 +377,7 @@ impl Machine {
                     tail: self.console.tail(),
                 });
             }
-            std::thread::sleep(Duration::from_millis(500));
+            std::thread::sleep(every);
         }
     }
 
@@ -414,20 +429,9 @@ impl Machine {
 
     /// Waits for QEMU to exit by itself (the test initrd powers off).
     pub fn wait_exit(&mut self, timeout: Duration) -> Result<ExitStatus, MachineError> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Ok(status);
-            }
-            if Instant::now() >= deadline {
-                return Err(MachineError::StillRunning {
-                    name: self.name.clone(),
-                    secs: timeout.as_secs(),
-                    tail: self.console.tail(),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        self.poll_until(timeout, Duration::from_millis(100), |m| {
+            Ok(m.child.try_wait().ok().flatten())
+        })
     }
 
     /// True while QEMU runs.

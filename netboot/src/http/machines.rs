@@ -137,8 +137,13 @@ pub async fn event(
     }
 }
 
-/// The admin behind `headers`' bearer token, or the error to answer.
-async fn admin(state: &AppState, headers: &HeaderMap, what: &str) -> Result<(), Response> {
+/// The image routes, when `headers` carry an admin's store token; else the error to
+/// answer.
+async fn admin(
+    state: &AppState,
+    headers: &HeaderMap,
+    what: &str,
+) -> Result<super::state::ImageRoutes, Response> {
     let Some(images) = &state.images else {
         return Err(error(
             StatusCode::NOT_FOUND,
@@ -158,27 +163,21 @@ async fn admin(state: &AppState, headers: &HeaderMap, what: &str) -> Result<(), 
     if !who.is_admin() {
         return Err(error(StatusCode::FORBIDDEN, format!("only admins {what}")));
     }
-    Ok(())
+    Ok(images.clone())
 }
 
 pub async fn list(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&state, &headers, "list machines").await {
-        return r;
-    }
-    match &state.images {
-        Some(images) => Json(images.machines.states()).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no image store"),
+    match admin(&state, &headers, "list machines").await {
+        Ok(images) => Json(images.machines.states()).into_response(),
+        Err(r) => r,
     }
 }
 
 /// `GET /api/v1/transfers`: bytes sent per blob digest since netbootd started.
 pub async fn transfers(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(r) = admin(&state, &headers, "read transfer totals").await {
-        return r;
-    }
-    match &state.images {
-        Some(images) => Json(images.transfers.snapshot()).into_response(),
-        None => error(StatusCode::NOT_FOUND, "no image store"),
+    match admin(&state, &headers, "read transfer totals").await {
+        Ok(images) => Json(images.transfers.snapshot()).into_response(),
+        Err(r) => r,
     }
 }
 
