@@ -402,3 +402,65 @@ fn disk_mode_flashes_an_image_then_the_machine_boots_it_locally() -> anyhow::Res
     )?;
     Ok(())
 }
+
+/// Issue 4: a machine killed in the middle of a layer download (power cut) and booted
+/// again fetches that layer again and never mounts a partial one: the second boot reaches
+/// multi-user with every layer whole.
+#[test]
+fn a_machine_killed_mid_download_fetches_again_and_boots() -> anyhow::Result<()> {
+    if !prereq::ready("a_machine_killed_mid_download_fetches_again_and_boots") {
+        return Ok(());
+    }
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    let lab = Lab::new()?;
+    lab.tap("tap0")?;
+    let nb = start(&lab, seed, "linux@1")?;
+    let dir = tempfile::tempdir()?;
+    let spec = MachineSpec {
+        memory_mb: 1024,
+        disk: Some(make_disk(dir.path())?),
+        pause_on_poweroff: true,
+        ..MachineSpec::pxe("debian-cut", Firmware::Bios, "tap0", "52:54:00:de:c7:01")
+    };
+    let mut m = qemu_tests::Machine::pxe(&lab, &spec)?;
+    // Cut the power at the first progress line of a layer that is not complete yet.
+    let cut = loop {
+        let got = m.expect("carte-init: Fetch: ", debian::BOOT_TIMEOUT);
+        let line = got.map_err(|e| anyhow::anyhow!("{e}\n{}", nb.log()))?;
+        if let Some((layer, done, total)) = progress(&line) {
+            if done < total {
+                break layer;
+            }
+        }
+    };
+    drop(m); // SIGKILL, mid-download.
+
+    let again = boot(&lab, &spec, &nb)?;
+    assert_composed(&again, &seed.release1);
+    assert!(
+        again.console.contains(&format!("carte-init: Fetch: {cut}: ")),
+        "{cut}, cut mid-download, was not fetched again:\n{}",
+        tail(&again.console)
+    );
+    assert_eq!(again.persisted_boots().len(), 1, "{:?}", again.report);
+    Ok(())
+}
+
+/// `(layer, done MB, total MB)` of a carte-init progress line such as
+/// `carte-init: Fetch: linux@1: 59.0/159.7 MB, 19.4 MB/s, ETA 5s`.
+fn progress(line: &str) -> Option<(String, f64, f64)> {
+    let rest = line.split_once("carte-init: Fetch: ")?.1;
+    let (layer, rest) = rest.split_once(": ")?;
+    let (done, rest) = rest.split_once('/')?;
+    let total = rest.split_whitespace().next()?;
+    Some((layer.to_string(), done.parse().ok()?, total.parse().ok()?))
+}
+
+#[test]
+fn progress_lines_are_read() {
+    assert_eq!(
+        progress("carte-init: Fetch: linux@1: 59.0/159.7 MB, 19.4 MB/s, ETA 5s"),
+        Some(("linux@1".to_string(), 59.0, 159.7))
+    );
+    assert_eq!(progress("carte-init: Fetch: linux@1: starting"), None);
+}
