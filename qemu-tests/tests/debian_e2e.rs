@@ -149,6 +149,12 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
     let s0 = sent(&nb, &lab, &token)?;
     let cold = boot(&lab, &spec, &nb)?;
     assert_composed(&cold, &seed.release1);
+    assert!(
+        cold.console
+            .contains("carte filesystem /dev/vda1 created (the disk held nothing (blank))"),
+        "the blank disk was not initialised:\n{}",
+        tail(&cold.console)
+    );
     assert_eq!(cold.persisted_boots().len(), 1, "{:?}", cold.report);
     let s1 = sent(&nb, &lab, &token)?;
     for l in system.iter().chain([&modules1]) {
@@ -438,7 +444,9 @@ fn a_machine_killed_mid_download_fetches_again_and_boots() -> anyhow::Result<()>
     let again = boot(&lab, &spec, &nb)?;
     assert_composed(&again, &seed.release1);
     assert!(
-        again.console.contains(&format!("carte-init: Fetch: {cut}: ")),
+        again
+            .console
+            .contains(&format!("carte-init: Fetch: {cut}: ")),
         "{cut}, cut mid-download, was not fetched again:\n{}",
         tail(&again.console)
     );
@@ -463,4 +471,143 @@ fn progress_lines_are_read() {
         Some(("linux@1".to_string(), 59.0, 159.7))
     );
     assert_eq!(progress("carte-init: Fetch: linux@1: starting"), None);
+}
+
+/// Issue 4: a layer corrupted on the server (same size, other bytes) is refused by
+/// carte-init with a clear console message and an error event, never mounted; once the
+/// blob is whole again the machine fetches it and boots.
+#[test]
+fn a_corrupt_layer_on_the_server_is_refused_then_fetched_whole() -> anyhow::Result<()> {
+    if !prereq::ready("a_corrupt_layer_on_the_server_is_refused_then_fetched_whole") {
+        return Ok(());
+    }
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    let lab = Lab::new()?;
+    lab.tap("tap0")?;
+    let mut nb = start(&lab, seed, "linux@1")?;
+    let base = layer(seed, "debian@1")?;
+    let blob = nb
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&base.sha256[..2])
+        .join(&base.sha256);
+    let good = std::fs::read(&blob)?;
+    let mut bad = good.clone();
+    let middle = bad.len() / 2;
+    bad[middle..middle + 16].copy_from_slice(b"carte: corrupted");
+    std::fs::write(&blob, &bad)?;
+
+    let dir = tempfile::tempdir()?;
+    let spec = MachineSpec {
+        memory_mb: 1024,
+        disk: Some(make_disk(dir.path())?),
+        pause_on_poweroff: true,
+        ..MachineSpec::pxe(
+            "debian-corrupt",
+            Firmware::Bios,
+            "tap0",
+            "52:54:00:de:c0:01",
+        )
+    };
+    let mut m = qemu_tests::Machine::pxe(&lab, &spec)?;
+    const REFUSAL: &str = "sha256 of the bytes received is";
+    let got = m.expect(REFUSAL, debian::BOOT_TIMEOUT);
+    let console = m.console_text();
+    let refused = got.map_err(|e| anyhow::anyhow!("{e}\n{console}\n{}", nb.log()))?;
+    assert!(
+        refused.contains("error") && refused.contains("debian@1"),
+        "{refused}"
+    );
+    std::fs::write(&blob, &good)?;
+    nb.wait_log(
+        &["stage=Fetch", "debian@1", REFUSAL],
+        1,
+        Duration::from_secs(10),
+    )?;
+
+    let got = m.expect_any(
+        &["CARTE-REPORT multi-user reached", "Kernel panic"],
+        debian::BOOT_TIMEOUT,
+    );
+    let console = m.console_text();
+    let (which, _) = got.map_err(|e| anyhow::anyhow!("{e}\n{}", tail(&console)))?;
+    assert_eq!(which, 0, "{}", tail(&console));
+    let before_refusal = console.split(REFUSAL).next().unwrap_or_default();
+    assert!(
+        !before_refusal.contains("carte-init: Compose"),
+        "composed before the corrupt layer was refused"
+    );
+    let report = debian::report(&console);
+    assert!(
+        report
+            .iter()
+            .any(|l| l == "layer-file /etc/carte/layer-base carte layer debian-base"),
+        "{report:?}"
+    );
+    Ok(())
+}
+
+/// Issue 4: a disk that holds a foreign partition table is never written when the policy
+/// does not say `wipe = true`: carte-init says so on the console and the disk's bytes stay
+/// the same.
+#[test]
+fn a_disk_with_foreign_data_is_left_alone() -> anyhow::Result<()> {
+    if !prereq::ready("a_disk_with_foreign_data_is_left_alone") {
+        return Ok(());
+    }
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    let lab = Lab::new()?;
+    lab.tap("tap0")?;
+    let nb = start(&lab, seed, "linux@1")?;
+    let dir = tempfile::tempdir()?;
+    let disk = make_disk(dir.path())?;
+    let mut sfdisk = std::process::Command::new("sfdisk");
+    sfdisk
+        .args(["-q"])
+        .arg(&disk)
+        .stdin(std::process::Stdio::piped());
+    let mut child = sfdisk.spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = child
+            .stdin
+            .take()
+            .ok_or_else(|| anyhow::anyhow!("sfdisk stdin"))?;
+        stdin.write_all(b"label: dos\nstart=2048, type=83\n")?;
+    }
+    anyhow::ensure!(child.wait()?.success(), "sfdisk failed");
+    let ends_before = ends(&disk)?;
+
+    let spec = MachineSpec {
+        memory_mb: 1024,
+        disk: Some(disk.clone()),
+        ..MachineSpec::pxe(
+            "debian-foreign",
+            Firmware::Bios,
+            "tap0",
+            "52:54:00:de:f0:01",
+        )
+    };
+    let mut m = qemu_tests::Machine::pxe(&lab, &spec)?;
+    let got = m.expect("it is left untouched", debian::BOOT_TIMEOUT);
+    let console = m.console_text();
+    got.map_err(|e| anyhow::anyhow!("{e}\n{}\n{}", tail(&console), nb.log()))?;
+    drop(m);
+    assert!(
+        ends(&disk)? == ends_before,
+        "the foreign disk's first or last MiB changed"
+    );
+    Ok(())
+}
+
+/// The first and the last MiB of a disk image (where a partition table, its GPT backup
+/// and a filesystem's superblock would go), and its size.
+fn ends(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>, u64)> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path)?;
+    let size = f.metadata()?.len();
+    let (mut first, mut last) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    f.read_exact_at(&mut first, 0)?;
+    f.read_exact_at(&mut last, size - (1 << 20))?;
+    Ok((first, last, size))
 }
