@@ -16,6 +16,12 @@ pub fn events_path(mac: &str) -> String {
     format!("/api/v1/machines/{mac}/events")
 }
 
+/// The path (below `carte.server`) where a machine PUTs the tar of its machine layer when
+/// its plan asks for a sync-back, with the plan's token as `Authorization: Bearer`.
+pub fn sync_machine_path(mac: &str) -> String {
+    format!("/api/v1/machines/{mac}/sync/machine")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,6 +35,10 @@ mod tests {
         assert_eq!(
             events_path("52:54:00:00:00:01"),
             "/api/v1/machines/52:54:00:00:00:01/events"
+        );
+        assert_eq!(
+            sync_machine_path("52:54:00:00:00:01"),
+            "/api/v1/machines/52:54:00:00:00:01/sync/machine"
         );
     }
 }

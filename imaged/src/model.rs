@@ -240,6 +240,9 @@ pub enum LayerFormat {
     Squashfs,
     /// A whole bootable disk, written as it is (`disk` mode).
     Raw,
+    /// An overlay upper packed as a tar (whiteouts and xattrs kept): the backup of a
+    /// machine layer that carte-init syncs back; never mounted.
+    Tar,
 }
 
 /// Transfer encoding of the `layer` artefact: what the machine must undo while writing.

@@ -6,12 +6,14 @@
 //! whole-disk image carte-init writes onto the disk.
 //!
 //! It reads versions from the store (blocking) and decides nothing the policy did not
-//! say. Not here yet: sync-back uploads (the setup's `sync` is not acted on: there is no
-//! upload route for machines yet).
+//! say. With `sync = "on-next-boot"` on a persistent machine layer the plan asks carte-init
+//! to upload the last session's machine layer (`PUT` [`carte_contract::sync_machine_path`])
+//! before it composes. Not here yet: restoring a machine layer version onto a new disk,
+//! and syncing writable user or project layers.
 
 use carte_contract::{
     DiskRule, DiskSelect, Encoding, Format, Layer, LayerKind, MachineId, MachineLayerPolicy, Mode,
-    Plan, DEFAULT_INIT,
+    Plan, SyncBack, SyncTarget, DEFAULT_INIT,
 };
 use imaged::access::Principal;
 use imaged::model::{self, ArtefactName, ImageKind, ImageRef};
@@ -19,7 +21,7 @@ use imaged::store::{Store, StoreError};
 
 use crate::ipxe::{ResolvedKernel, BOOT_BLOBS_PATH};
 use crate::mac::MacAddr;
-use crate::policy::{ComposeSpec, DiskChoice, MachineLayer};
+use crate::policy::{ComposeSpec, DiskChoice, MachineLayer, SyncPolicy};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
@@ -31,6 +33,8 @@ pub enum PlanError {
     RawDisk { image: ImageRef },
     #[error("plan: flash {image}: not a raw disk image (imaged build raw makes one)")]
     NotRaw { image: ImageRef },
+    #[error("plan: layer {image}: a machine layer backup (tar) cannot be mounted")]
+    Tar { image: ImageRef },
 }
 
 fn kind(k: ImageKind) -> LayerKind {
@@ -70,6 +74,7 @@ fn layer(store: &Store, r: &ImageRef, base: &str, raw: bool) -> Result<Layer, Pl
                 return Err(PlanError::RawDisk { image: r.clone() })
             }
             (_, true) => return Err(PlanError::NotRaw { image: r.clone() }),
+            (model::LayerFormat::Tar, false) => return Err(PlanError::Tar { image: r.clone() }),
             (model::LayerFormat::Erofs, false) => Format::Erofs,
             (model::LayerFormat::Ext4, false) => Format::Ext4,
             (model::LayerFormat::Squashfs, false) => Format::Squashfs,
@@ -134,7 +139,21 @@ pub fn build(
             MachineLayer::Persist => MachineLayerPolicy::Persist,
             MachineLayer::Ephemeral => MachineLayerPolicy::Ephemeral,
         },
-        sync_back: Vec::new(),
+        // The machine layer goes back only where it persists (an ephemeral one is gone).
+        sync_back: if spec.sync == SyncPolicy::OnNextBoot
+            && spec.machine == MachineLayer::Persist
+            && spec.flash.is_none()
+        {
+            vec![SyncBack {
+                target: SyncTarget::Machine,
+                upload_url: format!(
+                    "{base}{}",
+                    carte_contract::sync_machine_path(&mac.to_string())
+                ),
+            }]
+        } else {
+            Vec::new()
+        },
         init: DEFAULT_INIT.to_string(),
         token: token.to_string(),
         events_url: format!("{base}{}", carte_contract::events_path(&mac.to_string())),

@@ -44,13 +44,28 @@ impl Resp {
 
 /// One HTTP/1.1 request over a fresh connection; reads until the server closes it.
 async fn request(addr: SocketAddr, method: &str, target: &str, extra: &[(&str, &str)]) -> Resp {
+    request_with_body(addr, method, target, extra, &[]).await
+}
+
+/// [`request`] with a body (and its Content-Length).
+async fn request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+) -> Resp {
     let mut conn = TcpStream::connect(addr).await.expect("connect");
     let mut req = format!("{method} {target} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     for (k, v) in extra {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
     conn.write_all(req.as_bytes()).await.expect("write");
+    conn.write_all(body).await.expect("write body");
     let mut raw = Vec::new();
     conn.read_to_end(&mut raw).await.expect("read");
     let split = raw
@@ -495,4 +510,120 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
         before.requests + 1,
         "{before:?} -> {after:?}"
     );
+}
+
+#[tokio::test]
+async fn a_machine_syncs_its_layer_back_only_when_its_plan_says_so() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let policy_dir = dir.path().join("policy");
+    std::fs::create_dir_all(&policy_dir).expect("mkdir");
+    let refs = PolicyReferences::default();
+    let store = open_store(&data, refs.clone()).expect("store");
+    push(
+        &store,
+        "linux",
+        ImageKind::Kernel,
+        &kernel_files(b"MZ", b"070701"),
+        Some("6.1.0-carte"),
+    );
+    push(
+        &store,
+        "debian",
+        ImageKind::System,
+        &[(ArtefactName::Layer, b"a system layer".as_slice())],
+        None,
+    );
+    write(&data.join("carte/initramfs.cpio.zst"), b"carte initramfs");
+    write(
+        &policy_dir.join("lab.toml"),
+        b"[setup.sync]\nkernel = \"linux@1\"\nlayers = [\"debian@1\"]\nsync = \"on-next-boot\"\n\
+          [setup.nosync]\nkernel = \"linux@1\"\nlayers = [\"debian@1\"]\n\
+          [[group]]\nmatch = { mac = [\"52:54:00:00:00:02\"] }\nsetup = \"nosync\"\n\
+          [[group]]\nsetup = \"sync\"\n",
+    );
+    let policy = watch_with(&policy_dir, Arc::new(StoreCatalog(store.clone()))).expect("policy");
+    refs.set(policy.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = AppState {
+        public_base: format!("http://{addr}"),
+        select: Arc::new(policy.clone()),
+        data_dir: data.clone(),
+        ipxe_dir: dir.path().join("ipxe"),
+        images: Some(ImageRoutes::new(store.clone(), "carte/initramfs.cpio.zst")),
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, state, stop.clone()));
+    let _stop = stop.drop_guard();
+    let token_of = |script: String| {
+        script
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("carte.token="))
+            .expect("a boot token")
+            .to_string()
+    };
+    let tar = b"a machine layer, packed".as_slice();
+    let sha = sha256_of(tar).to_string();
+    let put = |mac: &'static str, bearer: String, sha: String| async move {
+        request_with_body(
+            addr,
+            "PUT",
+            &format!("/api/v1/machines/{mac}/sync/machine"),
+            &[("Authorization", &bearer), ("X-Carte-Sha256", &sha)],
+            tar,
+        )
+        .await
+    };
+
+    let script = request(addr, "GET", "/ipxe/52:54:00:00:00:01?platform=pcbios", &[]).await;
+    assert_eq!(script.status, 200, "{}", script.text());
+    let bearer = format!("Bearer {}", token_of(script.text()));
+    let plan = request(
+        addr,
+        "GET",
+        "/api/v1/machines/52:54:00:00:00:01/plan",
+        &[("Authorization", &bearer)],
+    )
+    .await;
+    assert!(plan.text().contains("/sync/machine"), "{}", plan.text());
+
+    let r = put("52:54:00:00:00:01", "Bearer nope".into(), sha.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let r = put("52:54:00:00:00:01", bearer.clone(), "0".repeat(64)).await;
+    assert!(
+        r.status >= 400 && r.status < 500,
+        "{} {}",
+        r.status,
+        r.text()
+    );
+    assert!(
+        store
+            .show_image(&Principal::local_admin(), "machine-52-54-00-00-00-01")
+            .map_or(true, |d| d.versions.is_empty()),
+        "a body that does not match its sha256 left a version"
+    );
+    let r = put("52:54:00:00:00:01", bearer.clone(), sha.clone()).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let shown = store
+        .show_image(&Principal::local_admin(), "machine-52-54-00-00-00-01")
+        .expect("the machine image");
+    assert_eq!(shown.image.kind, ImageKind::Machine);
+    assert_eq!(shown.versions.len(), 1);
+    assert_eq!(
+        shown.versions[0].layer.format,
+        imaged::model::LayerFormat::Tar
+    );
+    assert_eq!(
+        shown.versions[0].artefacts[&ArtefactName::Layer]
+            .sha256
+            .to_string(),
+        sha
+    );
+
+    // A machine whose plan does not sync back cannot upload.
+    let script = request(addr, "GET", "/ipxe/52:54:00:00:00:02?platform=pcbios", &[]).await;
+    let other = format!("Bearer {}", token_of(script.text()));
+    let r = put("52:54:00:00:00:02", other, sha).await;
+    assert_eq!(r.status, 403, "{}", r.text());
 }

@@ -282,13 +282,13 @@ pub fn seed() -> Result<&'static Seed, String> {
 }
 
 /// The composed Debian setup named `name`: `kernel` (e.g. `linux@1`), both system layers,
-/// the user layer, a persistent machine layer on the largest disk; `extra_cmdline` goes
-/// after the console arguments.
+/// the user layer, a persistent machine layer on the largest disk, synced back to the
+/// server at the next boot; `extra_cmdline` goes after the console arguments.
 pub fn setup(name: &str, kernel: &str, extra_cmdline: &str) -> String {
     format!(
         "[setup.{name}]\nkernel  = \"{kernel}\"\nlayers  = [\"{BASE}@1\", \"{EXTRAS}@1\"]\n\
          user    = [\"{USER}@1\"]\ncmdline = \"console=ttyS0 {extra_cmdline}\"\n\
-         machine = \"persist\"\ndisk    = \"largest\"\n"
+         machine = \"persist\"\nsync    = \"on-next-boot\"\ndisk    = \"largest\"\n"
     )
 }
 

@@ -199,6 +199,14 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
         "the warm boot wrote {} bytes to disk (limit {WARM_WRITE_LIMIT})",
         warm.disk_writes
     );
+    // 5. Sync-back: before composing, the warm boot uploaded the first boot's machine
+    //    layer as version 1 of the machine's image; its tar holds the first boot's id.
+    let synced = machine_version_tar(&nb, "52-54-00-de-b1-01", 1)?;
+    let boots = tar_file(&synced, "var/lib/carte-test/boots")?;
+    assert!(
+        boots.contains(cold.persisted_boots()[0]),
+        "the synced machine layer lacks the first boot's file: {boots:?}"
+    );
     eprintln!(
         "warm boot: {:.0} s, {} bytes of blobs sent (vmlinuz and modules cpio for iPXE), \
          {} bytes written to disk",
@@ -610,4 +618,44 @@ fn ends(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>, u64)> {
     f.read_exact_at(&mut first, 0)?;
     f.read_exact_at(&mut last, size - (1 << 20))?;
     Ok((first, last, size))
+}
+
+/// The blob of version `n` of the machine image of `mac` (dash-separated), found through
+/// `imaged show` on netbootd's data folder.
+fn machine_version_tar(nb: &Netbootd, mac: &str, n: u64) -> anyhow::Result<std::path::PathBuf> {
+    let mut show = std::process::Command::new(qemu_tests::assets::imaged_bin()?);
+    show.args(["show", &format!("machine-{mac}"), "--data"])
+        .arg(nb.data_dir());
+    let out = show.output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "imaged show machine-{mac}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let version = v["versions"]
+        .as_array()
+        .and_then(|vs| vs.iter().find(|x| x["number"].as_u64() == Some(n)))
+        .ok_or_else(|| anyhow::anyhow!("machine-{mac} has no version {n}: {v}"))?;
+    assert_eq!(version["layer"]["format"], "tar", "{version}");
+    let sha = version["artefacts"]["layer"]["sha256"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("no layer artefact: {version}"))?;
+    Ok(nb.data_dir().join("blobs/sha256").join(&sha[..2]).join(sha))
+}
+
+/// One file's text out of a tar.
+fn tar_file(tar: &Path, member: &str) -> anyhow::Result<String> {
+    let out = std::process::Command::new("tar")
+        .arg("-xOf")
+        .arg(tar)
+        .arg(member)
+        .output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "tar -xOf {} {member}: {}",
+        tar.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }

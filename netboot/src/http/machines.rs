@@ -137,6 +137,88 @@ pub async fn event(
     }
 }
 
+/// `PUT /api/v1/machines/{mac}/sync/machine`: the tar of the machine layer's last
+/// session (carte-init's sync-back), its sha256 in `X-Carte-Sha256`, from a machine whose
+/// current plan asks for it (bearer = the boot token). Streamed into the store and
+/// recorded as the next version of the machine's image (`machine-<mac>`, created on first
+/// use); a body that does not match its sha256 leaves no version. 201 with the version.
+pub async fn sync_machine(
+    State(state): State<AppState>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let (mac, machines, token) = match machine_request(&state, &mac, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let plan = match machines.plan(mac, &token) {
+        Ok(p) => p,
+        Err(e) => return refused(e),
+    };
+    if !plan
+        .sync_back
+        .iter()
+        .any(|s| s.target == carte_contract::SyncTarget::Machine)
+    {
+        return error(
+            StatusCode::FORBIDDEN,
+            "this boot's plan does not sync the machine layer back",
+        );
+    }
+    let declared: imaged::model::Digest = match headers
+        .get(imaged::api::SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase().parse())
+    {
+        Some(Ok(d)) => d,
+        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("bad sha256: {e}")),
+        None => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "declare the tar's sha256 in X-Carte-Sha256",
+            )
+        }
+    };
+    let Some(images) = &state.images else {
+        return error(StatusCode::NOT_FOUND, "no image store");
+    };
+    use futures_util::TryStreamExt;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    // The bridge blocks on the async body inside the blocking task: streamed, not buffered.
+    let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let store = images.store.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let admin = imaged::access::Principal::local_admin();
+        let image = store.ensure_machine_image(&mac.to_string())?;
+        let artefact = store.upload_blob(&admin, &image.name, &mut reader, Some(&declared))?;
+        store.add_version(
+            &admin,
+            &image.name,
+            imaged::model::NewVersion {
+                layer: imaged::model::LayerMeta::plain(imaged::model::LayerFormat::Tar),
+                artefacts: [(imaged::model::ArtefactName::Layer, artefact)].into(),
+            },
+        )
+    })
+    .await;
+    match stored {
+        Ok(Ok(version)) => {
+            tracing::info!(%mac, image = %version.image, version = version.number, "machine layer synced back");
+            (StatusCode::CREATED, Json(version)).into_response()
+        }
+        Ok(Err(e)) => {
+            let status = match &e {
+                imaged::store::StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+                imaged::store::StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, format!("sync-back of {mac}: {e}"))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 /// The image routes, when `headers` carry an admin's store token; else the error to
 /// answer.
 async fn admin(

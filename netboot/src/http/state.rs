@@ -93,6 +93,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/machines", get(super::machines::list))
         .route("/api/v1/transfers", get(super::machines::transfers))
+        .route(
+            "/api/v1/machines/{mac}/sync/machine",
+            axum::routing::put(super::machines::sync_machine),
+        )
         .route("/api/v1/machines/{mac}/plan", get(super::machines::plan))
         .route(
             "/api/v1/machines/{mac}/events",
