@@ -36,6 +36,12 @@ pub struct Plan {
     /// the setup does not ask for sync-back.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync_back: Vec<SyncBack>,
+    /// The last machine layer the server holds for this machine (a `tar` layer, the newest
+    /// version of its machine image), set when the setup persists and syncs its machine
+    /// layer. The machine unpacks it into its machine layer only when its disk has none
+    /// (a new or re-initialised disk); otherwise its own, newer, layer wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine_restore: Option<Layer>,
     /// The init carte-shim execs in the target root; `/sbin/init` when the setup names none.
     #[serde(default = "default_init")]
     pub init: String,
@@ -162,6 +168,8 @@ pub enum Format {
     Squashfs,
     /// Raw bytes: a whole-disk image in `disk` mode; never mounted.
     Raw,
+    /// A tar of an overlay upper (a machine layer backup); unpacked, never mounted.
+    Tar,
 }
 
 impl Format {
@@ -171,7 +179,7 @@ impl Format {
             Format::Erofs => Some("erofs"),
             Format::Ext4 => Some("ext4"),
             Format::Squashfs => Some("squashfs"),
-            Format::Raw => None,
+            Format::Raw | Format::Tar => None,
         }
     }
 }
@@ -263,6 +271,10 @@ mod tests {
                 target: SyncTarget::Machine,
                 upload_url: "http://192.0.2.1:8080/up".into(),
             }],
+            machine_restore: Some(Layer {
+                format: Format::Tar,
+                ..layer("machine-52-54-00-00-00-01", LayerKind::Machine)
+            }),
             init: "/lib/systemd/systemd".into(),
             token: "tok".into(),
             events_url: "http://192.0.2.1:8080/api/v1/machines/52:54:00:00:00:01/events".into(),

@@ -20,6 +20,7 @@ use crate::http::{self, Timeouts};
 use crate::modules::{self, ModuleIndex};
 use crate::net;
 use crate::plan;
+use crate::restore;
 use crate::syncback;
 use crate::sys::{Errno, MsFlags, Sys};
 use carte_contract::{Event, Mode, Plan, Stage};
@@ -385,6 +386,41 @@ pub fn run(sys: &mut dyn Sys, env: &Env, say: &mut dyn FnMut(&str)) -> Result<()
     r
 }
 
+/// Step 8, second half: a disk without a machine layer gets the last one the server
+/// holds (`machine_restore`), before anything is composed over it. A failure stops this
+/// boot (retried from the plan): composing without it would start a fresh machine layer
+/// that later boots would keep instead of the restored one.
+pub fn restore_machine_layer(
+    agent: &ureq::Agent,
+    plan: &Plan,
+    env: &Env,
+    report: &mut dyn FnMut(Event),
+) -> Result<(), BootError> {
+    let label = plan
+        .machine_restore
+        .as_ref()
+        .map(|l| format!("{}@{}", l.name, l.version))
+        .unwrap_or_default();
+    let mut progress = |p: &fetch::Progress| {
+        report(Event::progress(
+            Stage::SyncBack,
+            p.done,
+            p.total,
+            format!("restoring {label}: {p}"),
+        ))
+    };
+    let outcome = restore::restore(agent, plan, &env.layout.cache_mount, &mut progress)?;
+    if let restore::Outcome::Restored { label, entries } = outcome {
+        report(Event {
+            message: Some(format!(
+                "machine layer restored from {label} ({entries} entries)"
+            )),
+            ..Event::stage(Stage::SyncBack)
+        });
+    }
+    Ok(())
+}
+
 fn after_cmdline(
     sys: &mut dyn Sys,
     env: &Env,
@@ -424,6 +460,7 @@ fn after_cmdline(
     {
         let mut report = |e: Event| post(events, e, say);
         sync_back(agent, &plan, env, &mut report);
+        restore_machine_layer(agent, &plan, env, &mut report)?;
     }
     let files = {
         let mut report = |e: Event| post(events, e, say);

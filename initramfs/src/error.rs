@@ -11,6 +11,7 @@ use crate::flash::FlashError;
 use crate::modules::ModulesError;
 use crate::net::NetError;
 use crate::plan::PlanError;
+use crate::restore::RestoreError;
 use crate::sys::Errno;
 use carte_contract::Stage;
 use std::path::PathBuf;
@@ -49,6 +50,8 @@ pub enum BootError {
     Flash(#[from] FlashError),
     #[error("step 5 (disk mode): reboot after flashing: {0}")]
     Reboot(Errno),
+    #[error("step 8 (restore the machine layer): {0}")]
+    Restore(#[from] RestoreError),
     #[error("step 9 (compose): {0}")]
     Compose(ComposeError),
     #[error("step 10 (switch root): {0}")]
@@ -71,6 +74,7 @@ impl BootError {
             BootError::Cache(_) => Stage::Cache,
             BootError::Fetch { .. } => Stage::Fetch,
             BootError::Flash(_) | BootError::Reboot(_) => Stage::Flash,
+            BootError::Restore(_) => Stage::SyncBack,
             BootError::Compose(_) => Stage::Compose,
             BootError::SwitchRoot(_) | BootError::ExecReturned => Stage::SwitchRoot,
         }

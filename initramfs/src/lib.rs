@@ -22,6 +22,7 @@ pub mod net;
 pub mod newc;
 pub mod pack;
 pub mod plan;
+pub mod restore;
 pub mod syncback;
 pub mod sys;
 #[cfg(test)]

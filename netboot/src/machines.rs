@@ -152,6 +152,7 @@ impl Machines {
             r.plan
                 .layers
                 .iter()
+                .chain(&r.plan.machine_restore)
                 .find(|l| l.sha256 == digest.as_str())
                 .map(|l| (l.name.clone(), l.version))
         })
@@ -252,6 +253,7 @@ mod tests {
             }],
             machine_layer: MachineLayerPolicy::Persist,
             sync_back: vec![],
+            machine_restore: None,
             init: carte_contract::DEFAULT_INIT.into(),
             token: token.into(),
             events_url: "http://192.0.2.1:8080/e".into(),

@@ -33,7 +33,7 @@ pub enum PlanError {
     RawDisk { image: ImageRef },
     #[error("plan: flash {image}: not a raw disk image (imaged build raw makes one)")]
     NotRaw { image: ImageRef },
-    #[error("plan: layer {image}: a machine layer backup (tar) cannot be mounted")]
+    #[error("plan: layer {image}: only a machine layer backup is a tar, and it is never mounted")]
     Tar { image: ImageRef },
 }
 
@@ -48,9 +48,19 @@ fn kind(k: ImageKind) -> LayerKind {
     }
 }
 
-/// One layer of the plan from the version `r` means now; `raw` says whether a raw disk
-/// image is what is wanted (disk mode) or refused (compose).
-fn layer(store: &Store, r: &ImageRef, base: &str, raw: bool) -> Result<Layer, PlanError> {
+/// What a plan layer is for, which decides the formats it may have.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// Mounted: erofs, ext4 or squashfs.
+    Mount,
+    /// Flashed onto the disk (disk mode): raw only.
+    Flash,
+    /// Unpacked into the machine layer: tar only.
+    Restore,
+}
+
+/// One layer of the plan from the version `r` means now, for `used`.
+fn layer(store: &Store, r: &ImageRef, base: &str, used: Use) -> Result<Layer, PlanError> {
     let who = Principal::local_admin();
     let err = |source| PlanError::Store {
         image: r.clone(),
@@ -68,16 +78,17 @@ fn layer(store: &Store, r: &ImageRef, base: &str, raw: bool) -> Result<Layer, Pl
         name: v.image.clone(),
         version: u64::from(v.number),
         kind: kind(image.kind),
-        format: match (m.format, raw) {
-            (model::LayerFormat::Raw, true) => Format::Raw,
-            (model::LayerFormat::Raw, false) => {
-                return Err(PlanError::RawDisk { image: r.clone() })
+        format: match (m.format, used) {
+            (model::LayerFormat::Raw, Use::Flash) => Format::Raw,
+            (_, Use::Flash) => return Err(PlanError::NotRaw { image: r.clone() }),
+            (model::LayerFormat::Tar, Use::Restore) => Format::Tar,
+            (model::LayerFormat::Raw, _) => return Err(PlanError::RawDisk { image: r.clone() }),
+            (model::LayerFormat::Tar, _) | (_, Use::Restore) => {
+                return Err(PlanError::Tar { image: r.clone() })
             }
-            (_, true) => return Err(PlanError::NotRaw { image: r.clone() }),
-            (model::LayerFormat::Tar, false) => return Err(PlanError::Tar { image: r.clone() }),
-            (model::LayerFormat::Erofs, false) => Format::Erofs,
-            (model::LayerFormat::Ext4, false) => Format::Ext4,
-            (model::LayerFormat::Squashfs, false) => Format::Squashfs,
+            (model::LayerFormat::Erofs, Use::Mount) => Format::Erofs,
+            (model::LayerFormat::Ext4, Use::Mount) => Format::Ext4,
+            (model::LayerFormat::Squashfs, Use::Mount) => Format::Squashfs,
         },
         encoding: match m.encoding {
             model::Encoding::None => Encoding::None,
@@ -109,14 +120,22 @@ pub fn build(
     base: &str,
 ) -> Result<Plan, PlanError> {
     let (mode, layers) = match &spec.flash {
-        Some(image) => (Mode::Disk, vec![layer(store, image, base, true)?]),
+        Some(image) => (Mode::Disk, vec![layer(store, image, base, Use::Flash)?]),
         None => {
-            let mut layers = vec![layer(store, &kernel.version, base, false)?];
+            let mut layers = vec![layer(store, &kernel.version, base, Use::Mount)?];
             for r in spec.layers.iter().chain(&spec.user).chain(&spec.project) {
-                layers.push(layer(store, r, base, false)?);
+                layers.push(layer(store, r, base, Use::Mount)?);
             }
             (Mode::Compose, layers)
         }
+    };
+    let syncs = spec.sync == SyncPolicy::OnNextBoot
+        && spec.machine == MachineLayer::Persist
+        && spec.flash.is_none();
+    let machine_restore = if syncs {
+        machine_backup(store, mac, base)?
+    } else {
+        None
     };
     Ok(Plan {
         machine: MachineId {
@@ -140,10 +159,8 @@ pub fn build(
             MachineLayer::Ephemeral => MachineLayerPolicy::Ephemeral,
         },
         // The machine layer goes back only where it persists (an ephemeral one is gone).
-        sync_back: if spec.sync == SyncPolicy::OnNextBoot
-            && spec.machine == MachineLayer::Persist
-            && spec.flash.is_none()
-        {
+        machine_restore,
+        sync_back: if syncs {
             vec![SyncBack {
                 target: SyncTarget::Machine,
                 upload_url: format!(
@@ -158,4 +175,24 @@ pub fn build(
         token: token.to_string(),
         events_url: format!("{base}{}", carte_contract::events_path(&mac.to_string())),
     })
+}
+
+/// The newest version of `mac`'s machine image (its last synced-back machine layer), if
+/// there is one.
+fn machine_backup(store: &Store, mac: MacAddr, base: &str) -> Result<Option<Layer>, PlanError> {
+    let Some(name) = imaged::store::machine_image_name(&mac.to_string()) else {
+        return Ok(None);
+    };
+    let latest = ImageRef {
+        name,
+        version: model::VersionSpec::Latest,
+    };
+    match store.version(&Principal::local_admin(), &latest) {
+        Ok(_) => layer(store, &latest, base, Use::Restore).map(Some),
+        Err(StoreError::NotFound(_)) => Ok(None),
+        Err(source) => Err(PlanError::Store {
+            image: latest,
+            source,
+        }),
+    }
 }

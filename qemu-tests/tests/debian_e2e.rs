@@ -115,11 +115,13 @@ fn start(lab: &Lab, seed: &Seed, kernel: &str) -> anyhow::Result<Netbootd> {
     )?)
 }
 
-/// Issue 5, tests 1, 3, 4 and 7 on one SeaBIOS machine and its disk: a cold boot
-/// reaches multi-user with every layer and writes a file under /var; the same setup again
-/// moves no layer byte and rewrites no layer, and the file is still there; a policy edit
-/// that changes only the kernel moves only that kernel; a lazy project layer is mounted
-/// after init starts and its autostart's output reaches netbootd.
+/// Issue 5, tests 1, 3, 4, 5 and 7 on one SeaBIOS machine: a cold boot reaches
+/// multi-user with every layer and writes a file under /var; the same setup again moves no
+/// layer byte and rewrites no layer, the file is still there, and the first boot's machine
+/// layer was synced back as a version of the machine image; a policy edit that changes
+/// only the kernel moves only that kernel; a lazy project layer is mounted after init
+/// starts and its autostart's output reaches netbootd; on a new blank disk the machine
+/// layer comes back from the server.
 #[test]
 fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
     if !prereq::ready("debian_cold_warm_kernel_change_and_lazy_project") {
@@ -298,6 +300,34 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
         lazy.secs(),
         lines[0]
     );
+
+    // 5, second half: the same machine on a new, blank disk gets its machine layer back
+    //    from the server (the version the last boot synced), so the first boot's file is
+    //    there again.
+    let fresh = tempfile::tempdir()?;
+    let moved_disk = MachineSpec {
+        disk: Some(make_disk(fresh.path())?),
+        ..spec.clone()
+    };
+    let restored = boot(&lab, &moved_disk, &nb)?;
+    assert_composed(&restored, &seed.release2);
+    assert!(
+        restored
+            .console
+            .contains("machine layer restored from machine-52-54-00-de-b1-01@"),
+        "{}",
+        tail(&restored.console)
+    );
+    let boots = restored.persisted_boots();
+    assert_eq!(
+        boots.first(),
+        cold.persisted_boots().first(),
+        "the first boot's file did not come back: {:?}",
+        restored.report
+    );
+    // Boots 1-3 were synced back (each by the boot after it); boot 4's changes stay on
+    // the old disk, which no boot read again. Plus this boot.
+    assert_eq!(boots.len(), 4, "{boots:?}");
     Ok(())
 }
 

@@ -147,6 +147,7 @@ mod tests {
             layers,
             machine_layer: MachineLayerPolicy::Ephemeral,
             sync_back: vec![],
+            machine_restore: None,
             init: init.into(),
             token: "t".into(),
             events_url: "http://192.0.2.1/e".into(),

@@ -47,6 +47,7 @@ fn plan(machine_layer: MachineLayerPolicy) -> Plan {
         ],
         machine_layer,
         sync_back: vec![],
+        machine_restore: None,
         init: "/sbin/init".into(),
         token: "t".into(),
         events_url: "http://192.0.2.1/e".into(),
