@@ -112,8 +112,18 @@ pub fn restore(
     Ok(Outcome::Restored { label, entries })
 }
 
+/// At most this much PAX or GNU long-name data per entry (a machine layer's names and
+/// xattrs are far smaller).
+const MAX_META: u64 = 1 << 20;
+
 /// Unpacks the tar at `tar` into `dst` (created); returns how many entries it made.
+///
+/// The archive is read raw: PAX records are parsed here by their lengths, because an
+/// xattr value (overlayfs' binary `trusted.overlay.origin`) may hold a newline, which the
+/// `tar` crate's own PAX parser splits on.
 pub fn unpack(tar: &Path, dst: &Path, label: &str) -> Result<u64, RestoreError> {
+    use ::tar::EntryType;
+    use std::io::Read;
     let io_err = |path: &Path| {
         let (label, path) = (label.to_string(), path.to_path_buf());
         move |source| RestoreError::Io {
@@ -126,9 +136,54 @@ pub fn unpack(tar: &Path, dst: &Path, label: &str) -> Result<u64, RestoreError> 
     let file = File::open(tar).map_err(io_err(tar))?;
     let mut archive = ::tar::Archive::new(file);
     let mut made = 0;
-    for entry in archive.entries().map_err(io_err(tar))? {
+    let mut pax: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let (mut long_name, mut long_link) = (None, None);
+    for entry in archive.entries().map_err(io_err(tar))?.raw(true) {
         let mut entry = entry.map_err(io_err(tar))?;
-        let name = entry.path().map_err(io_err(tar))?.into_owned();
+        let kind = entry.header().entry_type();
+        let meta = |entry: &mut ::tar::Entry<'_, File>| -> io::Result<Vec<u8>> {
+            if entry.size() > MAX_META {
+                return Err(io::Error::other("oversized tar metadata entry"));
+            }
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data)?;
+            Ok(data)
+        };
+        match kind {
+            EntryType::XHeader => {
+                let data = meta(&mut entry).map_err(io_err(tar))?;
+                pax.extend(parse_pax(&data).map_err(io_err(tar))?);
+                continue;
+            }
+            EntryType::XGlobalHeader => {
+                meta(&mut entry).map_err(io_err(tar))?;
+                continue;
+            }
+            EntryType::GNULongName => {
+                long_name = Some(trim_nul(meta(&mut entry).map_err(io_err(tar))?));
+                continue;
+            }
+            EntryType::GNULongLink => {
+                long_link = Some(trim_nul(meta(&mut entry).map_err(io_err(tar))?));
+                continue;
+            }
+            _ => {}
+        }
+        let record = |key: &[u8]| pax.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+        let name = record(b"path")
+            .or(long_name.take())
+            .unwrap_or_else(|| entry.header().path_bytes().into_owned());
+        let link = record(b"linkpath")
+            .or(long_link.take())
+            .or_else(|| entry.header().link_name_bytes().map(|l| l.into_owned()));
+        let xattrs: Vec<(Vec<u8>, Vec<u8>)> = pax
+            .drain(..)
+            .filter_map(|(k, v)| {
+                k.strip_prefix(b"SCHILY.xattr.".as_slice())
+                    .map(|n| (n.to_vec(), v))
+            })
+            .collect();
+        let name = PathBuf::from(std::ffi::OsStr::from_bytes(&name));
         let rel = inside(&name).ok_or_else(|| RestoreError::Escape {
             label: label.to_string(),
             name: name.clone(),
@@ -137,14 +192,43 @@ pub fn unpack(tar: &Path, dst: &Path, label: &str) -> Result<u64, RestoreError> 
             continue; // the folder itself ("./")
         }
         let path = dst.join(&rel);
-        let xattrs = xattrs_of(&mut entry).map_err(io_err(&path))?;
-        make(&mut entry, &path).map_err(io_err(&path))?;
+        let link = link.map(|l| PathBuf::from(std::ffi::OsStr::from_bytes(&l)));
+        make(&mut entry, &path, link).map_err(io_err(&path))?;
         for (key, value) in xattrs {
             set_xattr(&path, &key, &value).map_err(io_err(&path))?;
         }
         made += 1;
     }
     Ok(made)
+}
+
+/// PAX records (`<len> <key>=<value>\n`), each cut by its length, so values may hold
+/// any byte.
+fn parse_pax(mut data: &[u8]) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let bad = || io::Error::other("malformed pax record");
+    let mut out = Vec::new();
+    while !data.is_empty() {
+        let space = data.iter().position(|b| *b == b' ').ok_or_else(bad)?;
+        let len: usize = std::str::from_utf8(&data[..space])
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .ok_or_else(bad)?;
+        if len <= space + 1 || len > data.len() || data[len - 1] != b'\n' {
+            return Err(bad());
+        }
+        let body = &data[space + 1..len - 1];
+        let eq = body.iter().position(|b| *b == b'=').ok_or_else(bad)?;
+        out.push((body[..eq].to_vec(), body[eq + 1..].to_vec()));
+        data = &data[len..];
+    }
+    Ok(out)
+}
+
+fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
+    while v.last() == Some(&0) {
+        v.pop();
+    }
+    v
 }
 
 /// `name` as a relative path of normal components, or `None` when it would leave.
@@ -160,31 +244,18 @@ fn inside(name: &Path) -> Option<PathBuf> {
     Some(rel)
 }
 
-/// The `SCHILY.xattr.*` records of an entry.
-fn xattrs_of<R: io::Read>(entry: &mut ::tar::Entry<'_, R>) -> io::Result<Vec<(String, Vec<u8>)>> {
-    let mut out = Vec::new();
-    if let Some(exts) = entry.pax_extensions()? {
-        for ext in exts {
-            let ext = ext?;
-            if let Ok(key) = ext.key() {
-                if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
-                    out.push((name.to_string(), ext.value_bytes().to_vec()));
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Makes one entry at `path`, with its owner and mode.
-fn make<R: io::Read>(entry: &mut ::tar::Entry<'_, R>, path: &Path) -> io::Result<()> {
+/// Makes one entry at `path` (a symlink points at `link`), with its owner and mode.
+fn make<R: io::Read>(
+    entry: &mut ::tar::Entry<'_, R>,
+    path: &Path,
+    link: Option<PathBuf>,
+) -> io::Result<()> {
     use ::tar::EntryType;
     let header = entry.header();
     let kind = header.entry_type();
     let mode = header.mode()? & 0o7777;
     let uid = u32::try_from(header.uid()?).map_err(io::Error::other)?;
     let gid = u32::try_from(header.gid()?).map_err(io::Error::other)?;
-    let link = header.link_name()?.map(|l| l.into_owned());
     // Only device entries carry device numbers (the field is blank elsewhere).
     let device = match kind {
         EntryType::Char | EntryType::Block => (
@@ -233,7 +304,7 @@ fn make<R: io::Read>(entry: &mut ::tar::Entry<'_, R>, path: &Path) -> io::Result
     Ok(())
 }
 
-fn set_xattr(path: &Path, key: &str, value: &[u8]) -> io::Result<()> {
+fn set_xattr(path: &Path, key: &[u8], value: &[u8]) -> io::Result<()> {
     let c = CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
     let k = CString::new(key).map_err(io::Error::other)?;
     // SAFETY: both strings are valid and NUL-terminated, `value` is a live slice of
@@ -258,6 +329,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn pax_records_are_cut_by_length_so_values_may_hold_newlines() {
+        let value = b"\x00\nbinary\n";
+        let key = b"SCHILY.xattr.trusted.overlay.origin";
+        let body_len = key.len() + 1 + value.len() + 1;
+        // The length counts itself, its space, the record and the newline.
+        let mut len = body_len + 3;
+        if len.to_string().len() != 2 {
+            len = body_len + 1 + len.to_string().len();
+        }
+        let mut data = format!("{len} ").into_bytes();
+        data.extend_from_slice(key);
+        data.push(b'=');
+        data.extend_from_slice(value);
+        data.push(b'\n');
+        data.extend_from_slice(b"12 path=a/b\n");
+        let got = parse_pax(&data).expect("parsed");
+        assert_eq!(got[0], (key.to_vec(), value.to_vec()));
+        assert_eq!(got[1], (b"path".to_vec(), b"a/b".to_vec()));
+        assert!(parse_pax(b"99 path=a\n").is_err());
+        assert!(parse_pax(b"x path=a\n").is_err());
+    }
+
+    #[test]
     fn names_that_leave_are_refused() {
         assert_eq!(inside(Path::new("./etc/x")), Some(PathBuf::from("etc/x")));
         assert_eq!(inside(Path::new("var/lib")), Some(PathBuf::from("var/lib")));
@@ -279,6 +373,10 @@ mod tests {
         )
         .expect("chmod");
         std::os::unix::fs::symlink("boots", src.join("var/lib/carte-test/link")).expect("ln");
+        // A name longer than ustar's 100 bytes travels as a GNU long name or PAX path.
+        let long = format!("var/{}/{}", "d".repeat(90), "f".repeat(90));
+        fs::create_dir_all(src.join(&long).parent().expect("parent")).expect("mkdir");
+        fs::write(src.join(&long), "long\n").expect("write");
         let tar = dir.path().join("upper.tar");
         let out = File::create(&tar).expect("create");
         crate::pack::pack(&src, out).expect("pack");
@@ -294,6 +392,7 @@ mod tests {
             fs::read_link(dst.join("var/lib/carte-test/link")).expect("readlink"),
             PathBuf::from("boots")
         );
+        assert_eq!(fs::read_to_string(dst.join(&long)).expect("read"), "long\n");
     }
 
     #[test]
