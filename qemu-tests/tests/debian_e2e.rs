@@ -209,6 +209,7 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
         boots.contains(cold.persisted_boots()[0]),
         "the synced machine layer lacks the first boot's file: {boots:?}"
     );
+    eprintln!("{}", nb.machines_table(&lab, &token)?);
     eprintln!(
         "warm boot: {:.0} s, {} bytes of blobs sent (vmlinuz and modules cpio for iPXE), \
          {} bytes written to disk",
