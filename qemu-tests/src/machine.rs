@@ -413,18 +413,7 @@ impl Machine {
     }
 
     fn monitor_command(&mut self, command: &str) -> Result<(), MachineError> {
-        let err = |source| MachineError::Monitor {
-            name: self.name.clone(),
-            command: command.to_string(),
-            path: self.monitor.clone(),
-            source,
-        };
-        let mut s = UnixStream::connect(&self.monitor).map_err(err)?;
-        s.write_all(format!("{command}\n").as_bytes())
-            .map_err(err)?;
-        // Give the monitor a moment to read the line before the socket closes.
-        std::thread::sleep(Duration::from_millis(200));
-        Ok(())
+        self.monitor_query(command).map(drop)
     }
 
     /// Waits for QEMU to exit by itself (the test initrd powers off).

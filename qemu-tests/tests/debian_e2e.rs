@@ -101,6 +101,27 @@ fn layer(seed: &Seed, image: &str) -> anyhow::Result<debian::Blob> {
         .ok_or_else(|| anyhow::anyhow!("the seed store has no layer for {image}"))
 }
 
+/// The seed store, a lab with `tap0`, and netbootd giving every machine the Debian setup
+/// with `linux@1`.
+fn debian_lab() -> anyhow::Result<(&'static Seed, Lab, Netbootd)> {
+    let seed = debian::seed().map_err(anyhow::Error::msg)?;
+    let lab = Lab::new()?;
+    lab.tap("tap0")?;
+    let nb = start(&lab, seed, "linux@1")?;
+    Ok((seed, lab, nb))
+}
+
+/// A SeaBIOS machine on `tap0` with 1 GiB and a blank disk in `dir`, paused when it
+/// powers off.
+fn debian_machine(name: &str, mac: &str, dir: &Path) -> anyhow::Result<MachineSpec> {
+    Ok(MachineSpec {
+        memory_mb: 1024,
+        disk: Some(make_disk(dir)?),
+        pause_on_poweroff: true,
+        ..MachineSpec::pxe(name, Firmware::Bios, "tap0", mac)
+    })
+}
+
 fn start(lab: &Lab, seed: &Seed, kernel: &str) -> anyhow::Result<Netbootd> {
     let policy = format!(
         "{}\n{}",
@@ -127,18 +148,10 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
     if !prereq::ready("debian_cold_warm_kernel_change_and_lazy_project") {
         return Ok(());
     }
-    let seed = debian::seed().map_err(anyhow::Error::msg)?;
-    let lab = Lab::new()?;
-    lab.tap("tap0")?;
-    let mut nb = start(&lab, seed, "linux@1")?;
+    let (seed, lab, mut nb) = debian_lab()?;
     let token = nb.admin_token()?;
     let dir = tempfile::tempdir()?;
-    let spec = MachineSpec {
-        memory_mb: 1024,
-        disk: Some(make_disk(dir.path())?),
-        pause_on_poweroff: true,
-        ..MachineSpec::pxe("debian-bios", Firmware::Bios, "tap0", "52:54:00:de:b1:01")
-    };
+    let spec = debian_machine("debian-bios", "52:54:00:de:b1:01", dir.path())?;
     let system = [
         layer(seed, "debian@1")?,
         layer(seed, "extras@1")?,
@@ -339,17 +352,12 @@ fn debian_cold_boot_under_ovmf() -> anyhow::Result<()> {
     if !prereq::ready("debian_cold_boot_under_ovmf") {
         return Ok(());
     }
-    let seed = debian::seed().map_err(anyhow::Error::msg)?;
-    let lab = Lab::new()?;
-    lab.tap("tap0")?;
-    let nb = start(&lab, seed, "linux@1")?;
+    let (seed, lab, nb) = debian_lab()?;
     let dir = tempfile::tempdir()?;
     let spec = MachineSpec {
-        memory_mb: 1024,
         nic_rom: false,
-        disk: Some(make_disk(dir.path())?),
-        pause_on_poweroff: true,
-        ..MachineSpec::pxe("debian-ovmf", Firmware::Ovmf, "tap0", "52:54:00:de:e1:01")
+        firmware: Firmware::Ovmf,
+        ..debian_machine("debian-ovmf", "52:54:00:de:e1:01", dir.path())?
     };
     let cold = boot(&lab, &spec, &nb)?;
     assert_composed(&cold, &seed.release1);
@@ -456,17 +464,9 @@ fn a_machine_killed_mid_download_fetches_again_and_boots() -> anyhow::Result<()>
     if !prereq::ready("a_machine_killed_mid_download_fetches_again_and_boots") {
         return Ok(());
     }
-    let seed = debian::seed().map_err(anyhow::Error::msg)?;
-    let lab = Lab::new()?;
-    lab.tap("tap0")?;
-    let nb = start(&lab, seed, "linux@1")?;
+    let (seed, lab, nb) = debian_lab()?;
     let dir = tempfile::tempdir()?;
-    let spec = MachineSpec {
-        memory_mb: 1024,
-        disk: Some(make_disk(dir.path())?),
-        pause_on_poweroff: true,
-        ..MachineSpec::pxe("debian-cut", Firmware::Bios, "tap0", "52:54:00:de:c7:01")
-    };
+    let spec = debian_machine("debian-cut", "52:54:00:de:c7:01", dir.path())?;
     let mut m = qemu_tests::Machine::pxe(&lab, &spec)?;
     // Cut the power at the first progress line of a layer that is not complete yet.
     let cut = loop {
@@ -520,10 +520,7 @@ fn a_corrupt_layer_on_the_server_is_refused_then_fetched_whole() -> anyhow::Resu
     if !prereq::ready("a_corrupt_layer_on_the_server_is_refused_then_fetched_whole") {
         return Ok(());
     }
-    let seed = debian::seed().map_err(anyhow::Error::msg)?;
-    let lab = Lab::new()?;
-    lab.tap("tap0")?;
-    let mut nb = start(&lab, seed, "linux@1")?;
+    let (seed, lab, mut nb) = debian_lab()?;
     let base = layer(seed, "debian@1")?;
     let blob = nb
         .data_dir()
@@ -537,17 +534,7 @@ fn a_corrupt_layer_on_the_server_is_refused_then_fetched_whole() -> anyhow::Resu
     std::fs::write(&blob, &bad)?;
 
     let dir = tempfile::tempdir()?;
-    let spec = MachineSpec {
-        memory_mb: 1024,
-        disk: Some(make_disk(dir.path())?),
-        pause_on_poweroff: true,
-        ..MachineSpec::pxe(
-            "debian-corrupt",
-            Firmware::Bios,
-            "tap0",
-            "52:54:00:de:c0:01",
-        )
-    };
+    let spec = debian_machine("debian-corrupt", "52:54:00:de:c0:01", dir.path())?;
     let mut m = qemu_tests::Machine::pxe(&lab, &spec)?;
     const REFUSAL: &str = "sha256 of the bytes received is";
     let got = m.expect(REFUSAL, debian::BOOT_TIMEOUT);
@@ -594,10 +581,7 @@ fn a_disk_with_foreign_data_is_left_alone() -> anyhow::Result<()> {
     if !prereq::ready("a_disk_with_foreign_data_is_left_alone") {
         return Ok(());
     }
-    let seed = debian::seed().map_err(anyhow::Error::msg)?;
-    let lab = Lab::new()?;
-    lab.tap("tap0")?;
-    let nb = start(&lab, seed, "linux@1")?;
+    let (_, lab, nb) = debian_lab()?;
     let dir = tempfile::tempdir()?;
     let disk = make_disk(dir.path())?;
     let mut sfdisk = std::process::Command::new("sfdisk");
