@@ -22,6 +22,21 @@ pub fn sync_machine_path(mac: &str) -> String {
     format!("/api/v1/machines/{mac}/sync/machine")
 }
 
+/// A layer name as one file or folder name: ASCII letters, digits, `.`, `_` and `-` kept,
+/// anything else `_`. carte-init's compose and sync-back, and carte-shim, name a layer's
+/// folders and files with it, so they agree on where each layer's upper lives.
+pub fn file_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -40,5 +55,11 @@ mod tests {
             sync_machine_path("52:54:00:00:00:01"),
             "/api/v1/machines/52:54:00:00:00:01/sync/machine"
         );
+    }
+
+    #[test]
+    fn file_names_keep_only_safe_characters() {
+        assert_eq!(file_name("debian-12.4_x"), "debian-12.4_x");
+        assert_eq!(file_name("a/b c@1"), "a_b_c_1");
     }
 }

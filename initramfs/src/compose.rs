@@ -122,18 +122,6 @@ fn run_undo(sys: &mut dyn Sys, mut undo: Vec<Undo>) -> Vec<String> {
     failures
 }
 
-fn safe_name(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// `mount_point` below `root`, refusing relative paths and `..`.
 fn inside(root: &Path, name: &str, mount_point: &str) -> Result<PathBuf, ComposeError> {
     let p = Path::new(mount_point);
@@ -295,7 +283,7 @@ fn compose_steps(
         let dir = layout
             .work
             .join("layers")
-            .join(format!("{i:02}-{}", safe_name(&l.name)));
+            .join(format!("{i:02}-{}", carte_contract::file_name(&l.name)));
         ctx.mkdir(&dir)?;
         let dev = ctx
             .sys
@@ -348,7 +336,7 @@ fn compose_steps(
 
     for (l, mp, dir) in rw {
         let target = inside(root, &l.name, &mp)?;
-        let layer_base = base.join("rw").join(safe_name(&l.name));
+        let layer_base = base.join("rw").join(carte_contract::file_name(&l.name));
         let (up, wk) = (layer_base.join("upper"), layer_base.join("work"));
         ctx.mkdir(&up)?;
         ctx.mkdir(&wk)?;

@@ -70,18 +70,6 @@ pub enum SyncError {
     },
 }
 
-fn safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The uppers `plan` asks to sync, where compose keeps them below `carte_fs`
 /// (`machine/root/upper`, `machine/rw/<layer>/upper`).
 pub fn items(plan: &Plan, carte_fs: &Path) -> Vec<Item> {
@@ -95,8 +83,11 @@ pub fn items(plan: &Plan, carte_fs: &Path) -> Vec<Item> {
                 upload_url: s.upload_url.clone(),
             },
             SyncTarget::Layer(name) => Item {
-                key: format!("layer-{}", safe(name)),
-                upper: machine.join("rw").join(safe(name)).join("upper"),
+                key: format!("layer-{}", carte_contract::file_name(name)),
+                upper: machine
+                    .join("rw")
+                    .join(carte_contract::file_name(name))
+                    .join("upper"),
                 upload_url: s.upload_url.clone(),
             },
         })

@@ -40,18 +40,6 @@ pub struct Decision {
 /// Where autostart output is kept: on the root overlay, so on the machine layer.
 pub const AUTOSTART_LOG_DIR: &str = "/var/lib/carte/autostart";
 
-fn file_name_safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Decide from the plan (or the reason it could not be read) and our own arguments.
 pub fn decide(
     plan: Result<&Plan, &str>,
@@ -71,7 +59,7 @@ pub fn decide(
                         layer: l.name.clone(),
                         command: cmd.clone(),
                         log: Path::new(AUTOSTART_LOG_DIR)
-                            .join(format!("{}.log", file_name_safe(&l.name))),
+                            .join(format!("{}.log", carte_contract::file_name(&l.name))),
                     });
                 }
             }

@@ -78,23 +78,13 @@ pub enum LazyError {
     },
 }
 
-fn safe(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// Where `layer` is mounted: its mount point below the root, or its own folder below
 /// `unmounted_dir`.
 pub fn target_of(env: &LazyEnv, layer: &Layer) -> Result<PathBuf, LazyError> {
     let Some(mp) = &layer.mount_point else {
-        return Ok(env.unmounted_dir.join(safe(&layer.name)));
+        return Ok(env
+            .unmounted_dir
+            .join(carte_contract::file_name(&layer.name)));
     };
     let bad = || LazyError::BadMountPoint {
         name: layer.name.clone(),
