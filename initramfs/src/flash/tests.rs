@@ -87,6 +87,17 @@ fn ua() -> ureq::Agent {
 }
 
 /// Where the next data at or after `off` starts (SEEK_DATA), or the file end.
+/// Flashes `l` onto the disk of `paths` with the test agent and options, wiping allowed or
+/// not, ignoring progress.
+fn flash_with(
+    sys: &mut FakeSys,
+    paths: &DiskPaths,
+    may_wipe: bool,
+    l: &Layer,
+) -> Result<Flashed, FlashError> {
+    flash(sys, &ua(), paths, &rule(may_wipe), l, opts(), &mut |_| {})
+}
+
 fn next_data(f: &fs::File, off: u64) -> u64 {
     // SAFETY: lseek on an open descriptor; no memory is passed.
     let r = unsafe { libc::lseek(f.as_raw_fd(), off as libc::off_t, libc::SEEK_DATA) };
@@ -170,16 +181,7 @@ fn no_discard_support_is_fine_and_a_foreign_disk_is_refused() {
     let mut sys = FakeSys::new();
     sys.fail_prefix = Some("discard".into());
     sys.fail_errno = Some(Errno::EOPNOTSUPP);
-    let f = flash(
-        &mut sys,
-        &ua(),
-        &paths,
-        &rule(false),
-        &l,
-        opts(),
-        &mut |_| {},
-    )
-    .expect("ok");
+    let f = flash_with(&mut sys, &paths, false, &l).expect("ok");
     assert_eq!(f.discarded, 0);
     assert_eq!(
         sys.calls
@@ -194,32 +196,14 @@ fn no_discard_support_is_fine_and_a_foreign_disk_is_refused() {
     let paths = machine(t.path(), &[(510, &[0x55, 0xAA])]);
     let requests_before = srv.seen().len();
     let mut sys = FakeSys::new();
-    let e = flash(
-        &mut sys,
-        &ua(),
-        &paths,
-        &rule(false),
-        &l,
-        opts(),
-        &mut |_| {},
-    )
-    .expect_err("foreign");
+    let e = flash_with(&mut sys, &paths, false, &l).expect_err("foreign");
     assert!(e.to_string().contains("left untouched"), "{e}");
     assert_eq!(srv.seen().len(), requests_before, "nothing was downloaded");
     let disk = fs::read(t.path().join("dev/vdc")).expect("read");
     assert!(disk[..510].iter().all(|b| *b == 0), "disk unchanged");
 
     // With may_wipe the same disk is flashed.
-    let f = flash(
-        &mut sys,
-        &ua(),
-        &paths,
-        &rule(true),
-        &l,
-        opts(),
-        &mut |_| {},
-    )
-    .expect("wipe");
+    let f = flash_with(&mut sys, &paths, true, &l).expect("wipe");
     assert!(f.before.contains("MBR"), "{}", f.before);
 }
 
@@ -234,16 +218,7 @@ fn a_corrupt_image_fails_before_fsync_and_a_big_one_is_refused() {
     let mut l = layer(&format!("{}/img", srv.base), &wire, &raw);
     l.sha256_written = "0".repeat(64);
     let mut sys = FakeSys::new();
-    let e = flash(
-        &mut sys,
-        &ua(),
-        &paths,
-        &rule(false),
-        &l,
-        opts(),
-        &mut |_| {},
-    )
-    .expect_err("corrupt");
+    let e = flash_with(&mut sys, &paths, false, &l).expect_err("corrupt");
     assert!(
         matches!(e, FlashError::Fetch(FetchError::WrittenSha256 { .. })),
         "{e}"
@@ -251,16 +226,7 @@ fn a_corrupt_image_fails_before_fsync_and_a_big_one_is_refused() {
     assert!(!sys.calls.iter().any(|c| c.starts_with("discard")));
 
     l.uncompressed_size = DISK + 1;
-    let e = flash(
-        &mut sys,
-        &ua(),
-        &paths,
-        &rule(false),
-        &l,
-        opts(),
-        &mut |_| {},
-    )
-    .expect_err("too big");
+    let e = flash_with(&mut sys, &paths, false, &l).expect_err("too big");
     assert!(matches!(e, FlashError::TooBig { .. }), "{e}");
 }
 
