@@ -164,6 +164,32 @@ fn write(path: &Path, bytes: &[u8]) {
     std::fs::write(path, bytes).expect("write");
 }
 
+/// Serves the routes on loopback with `store` (in `dir/data`) and the policy `text` (in
+/// `dir/policy/lab.toml`, watched live); stops when the guard drops.
+async fn serve_policy(
+    dir: &Path,
+    store: &Store,
+    refs: &PolicyReferences,
+    text: &[u8],
+) -> (SocketAddr, tokio_util::sync::DropGuard) {
+    let policy_dir = dir.join("policy");
+    write(&policy_dir.join("lab.toml"), text);
+    let policy = watch_with(&policy_dir, Arc::new(StoreCatalog(store.clone()))).expect("policy");
+    refs.set(policy.clone());
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let state = AppState {
+        public_base: format!("http://{addr}"),
+        select: Arc::new(policy),
+        data_dir: dir.join("data"),
+        ipxe_dir: dir.join("ipxe"),
+        images: Some(ImageRoutes::new(store.clone(), "carte/initramfs.cpio.zst")),
+    };
+    let stop = CancellationToken::new();
+    tokio::spawn(serve(listener, state, stop.clone()));
+    (addr, stop.drop_guard())
+}
+
 #[tokio::test]
 async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -198,27 +224,15 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
         &[(ArtefactName::Layer, b"a layer nobody boots".as_slice())],
         None,
     );
-    write(
-        &policy_dir.join("lab.toml"),
+    let (addr, _stop) = serve_policy(
+        dir.path(),
+        &store,
+        &refs,
         b"[setup.lab]\nkernel = \"linux@latest\"\nlayers = [\"debian@1\"]\n\
           cmdline = \"console=ttyS0\"\n[[group]]\nsetup = \"lab\"\n",
-    );
-    let policy = watch_with(&policy_dir, Arc::new(StoreCatalog(store.clone()))).expect("policy");
-    refs.set(policy.clone());
-
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    )
+    .await;
     let base = format!("http://{addr}");
-    let state = AppState {
-        public_base: base.clone(),
-        select: Arc::new(policy.clone()),
-        data_dir: data.clone(),
-        ipxe_dir: dir.path().join("ipxe"),
-        images: Some(ImageRoutes::new(store.clone(), "carte/initramfs.cpio.zst")),
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(listener, state, stop.clone()));
-    let _stop = stop.drop_guard();
     let script_path = "/ipxe/52:54:00:00:00:01?arch=x86_64&platform=pcbios&uuid=";
 
     // Before any plan names it, a system layer is not served without a token.
@@ -535,27 +549,16 @@ async fn a_machine_syncs_its_layer_back_only_when_its_plan_says_so() {
         None,
     );
     write(&data.join("carte/initramfs.cpio.zst"), b"carte initramfs");
-    write(
-        &policy_dir.join("lab.toml"),
+    let (addr, _stop) = serve_policy(
+        dir.path(),
+        &store,
+        &refs,
         b"[setup.sync]\nkernel = \"linux@1\"\nlayers = [\"debian@1\"]\nsync = \"on-next-boot\"\n\
           [setup.nosync]\nkernel = \"linux@1\"\nlayers = [\"debian@1\"]\n\
           [[group]]\nmatch = { mac = [\"52:54:00:00:00:02\"] }\nsetup = \"nosync\"\n\
           [[group]]\nsetup = \"sync\"\n",
-    );
-    let policy = watch_with(&policy_dir, Arc::new(StoreCatalog(store.clone()))).expect("policy");
-    refs.set(policy.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let state = AppState {
-        public_base: format!("http://{addr}"),
-        select: Arc::new(policy.clone()),
-        data_dir: data.clone(),
-        ipxe_dir: dir.path().join("ipxe"),
-        images: Some(ImageRoutes::new(store.clone(), "carte/initramfs.cpio.zst")),
-    };
-    let stop = CancellationToken::new();
-    tokio::spawn(serve(listener, state, stop.clone()));
-    let _stop = stop.drop_guard();
+    )
+    .await;
     let token_of = |script: String| {
         script
             .split_whitespace()
