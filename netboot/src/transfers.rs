@@ -8,6 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -26,25 +27,31 @@ pub struct Sent {
 /// Totals per blob digest (lowercase hex sha256).
 #[derive(Debug, Default)]
 pub struct Transfers {
-    by_digest: Mutex<BTreeMap<String, Sent>>,
+    by_digest: Mutex<BTreeMap<String, Arc<Counters>>>,
+}
+
+/// One blob's counters, shared by every reader of that blob.
+#[derive(Debug, Default)]
+struct Counters {
+    requests: AtomicU64,
+    bytes: AtomicU64,
 }
 
 impl Transfers {
     /// Counts one more response body for `digest`; the reader adds its bytes as they go.
-    pub fn reader<R>(self: &Arc<Self>, digest: &str, inner: R) -> CountingReader<R> {
-        self.update(digest, |s| s.requests += 1);
-        CountingReader {
-            inner,
-            digest: digest.to_string(),
-            transfers: self.clone(),
-        }
-    }
-
-    fn update(&self, digest: &str, f: impl FnOnce(&mut Sent)) {
+    /// The map is locked here only, not per chunk read.
+    pub fn reader<R>(&self, digest: &str, inner: R) -> CountingReader<R> {
         // A poisoned lock only means another request panicked mid-update; the counts
         // stay usable.
-        let mut map = self.by_digest.lock().unwrap_or_else(|p| p.into_inner());
-        f(map.entry(digest.to_string()).or_default());
+        let counters = self
+            .by_digest
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(digest.to_string())
+            .or_default()
+            .clone();
+        counters.requests.fetch_add(1, Ordering::Relaxed);
+        CountingReader { inner, counters }
     }
 
     /// A copy of every total.
@@ -52,15 +59,22 @@ impl Transfers {
         self.by_digest
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .map(|(d, c)| {
+                let sent = Sent {
+                    requests: c.requests.load(Ordering::Relaxed),
+                    bytes: c.bytes.load(Ordering::Relaxed),
+                };
+                (d.clone(), sent)
+            })
+            .collect()
     }
 }
 
 /// An `AsyncRead` that adds every byte it yields to its blob's total.
 pub struct CountingReader<R> {
     inner: R,
-    digest: String,
-    transfers: Arc<Transfers>,
+    counters: Arc<Counters>,
 }
 
 impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
@@ -73,7 +87,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for CountingReader<R> {
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = (buf.filled().len() - before) as u64;
         if n > 0 {
-            self.transfers.update(&self.digest, |s| s.bytes += n);
+            self.counters.bytes.fetch_add(n, Ordering::Relaxed);
         }
         polled
     }

@@ -84,7 +84,7 @@ async fn serve(
             path: what.clone(),
             source,
         })?;
-    let counted = Some((&images.transfers, digest));
+    let counted = Some((images.transfers.as_ref(), digest));
     send_file_with_etag(
         file,
         Some(format!("\"{digest}\"")),

@@ -10,7 +10,7 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
@@ -165,7 +165,7 @@ pub(super) async fn send_file_with_etag(
     method: &Method,
     headers: &HeaderMap,
     what: &str,
-    counted: Option<(&Arc<Transfers>, &str)>,
+    counted: Option<(&Transfers, &str)>,
 ) -> Result<Response, RequestError> {
     let meta = file.metadata().await.map_err(|source| RequestError::Io {
         path: what.to_string(),
@@ -184,7 +184,7 @@ async fn send_file(
     method: &Method,
     headers: &HeaderMap,
     rel: &str,
-    counted: Option<(&Arc<Transfers>, &str)>,
+    counted: Option<(&Transfers, &str)>,
 ) -> Result<Response, RequestError> {
     let io = |source: std::io::Error| RequestError::Io {
         path: rel.to_string(),
