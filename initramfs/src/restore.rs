@@ -74,14 +74,7 @@ pub fn restore(
             format: layer.format,
         });
     }
-    let io_err = |path: &Path| {
-        let (label, path) = (label.clone(), path.to_path_buf());
-        move |source| RestoreError::Io {
-            label,
-            path,
-            source,
-        }
-    };
+    let io_err = |path: &Path| io_error(&label, path);
     fs::create_dir_all(&root).map_err(io_err(&root))?;
     let temp = root.join("restore.tar.tmp");
     let staging = root.join("upper.restore");
@@ -124,14 +117,7 @@ const MAX_META: u64 = 1 << 20;
 pub fn unpack(tar: &Path, dst: &Path, label: &str) -> Result<u64, RestoreError> {
     use ::tar::EntryType;
     use std::io::Read;
-    let io_err = |path: &Path| {
-        let (label, path) = (label.to_string(), path.to_path_buf());
-        move |source| RestoreError::Io {
-            label,
-            path,
-            source,
-        }
-    };
+    let io_err = |path: &Path| io_error(label, path);
     fs::create_dir_all(dst).map_err(io_err(dst))?;
     let file = File::open(tar).map_err(io_err(tar))?;
     let mut archive = ::tar::Archive::new(file);
@@ -229,6 +215,16 @@ fn trim_nul(mut v: Vec<u8>) -> Vec<u8> {
         v.pop();
     }
     v
+}
+
+/// Maps an IO error at `path` to the restore's error.
+fn io_error(label: &str, path: &Path) -> impl FnOnce(io::Error) -> RestoreError {
+    let (label, path) = (label.to_string(), path.to_path_buf());
+    move |source| RestoreError::Io {
+        label,
+        path,
+        source,
+    }
 }
 
 /// `name` as a relative path of normal components, or `None` when it would leave.

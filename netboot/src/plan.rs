@@ -187,12 +187,12 @@ fn machine_backup(store: &Store, mac: MacAddr, base: &str) -> Result<Option<Laye
         name,
         version: model::VersionSpec::Latest,
     };
-    match store.version(&Principal::local_admin(), &latest) {
-        Ok(_) => layer(store, &latest, base, Use::Restore).map(Some),
-        Err(StoreError::NotFound(_)) => Ok(None),
-        Err(source) => Err(PlanError::Store {
-            image: latest,
-            source,
-        }),
+    match layer(store, &latest, base, Use::Restore) {
+        Ok(l) => Ok(Some(l)),
+        Err(PlanError::Store {
+            source: StoreError::NotFound(_),
+            ..
+        }) => Ok(None),
+        Err(e) => Err(e),
     }
 }
