@@ -430,7 +430,7 @@ fn after_cmdline(
     say: &mut dyn FnMut(&str),
 ) -> Result<(), BootError> {
     load_modules(sys, env, say)?;
-    let nic = net::bring_up(sys, &env.sys_root, args.mac, &args.ip)?;
+    let nic = net::bring_up(sys, &env.sys_root, args.mac, &args.ip, say)?;
     say(&format!("network: boot NIC {nic} is up"));
 
     let (plan, raw) = wait_for_plan(sys, agent, args, env, say);
@@ -552,16 +552,17 @@ mod tests {
         let nic = t.path().join("sys/class/net/eth0");
         std::fs::create_dir_all(&nic).expect("mkdir");
         std::fs::write(nic.join("address"), "52:54:00:00:00:01\n").expect("w");
-        std::fs::write(nic.join("operstate"), "down\n").expect("w");
+        std::fs::write(nic.join("ifindex"), "2\n").expect("w");
+        std::fs::write(nic.join("carrier"), "1\n").expect("w");
+        // No ip= and no DHCP server answers.
         let mut sys = FakeSys::new();
         let mut lines = Vec::new();
         let e = run(&mut sys, &env(t.path()), &mut |l| lines.push(l.to_string()))
-            .expect_err("network not implemented");
+            .expect_err("no DHCP server");
         assert_eq!(e.stage(), Stage::Network);
-        assert!(
-            e.to_string()
-                .starts_with("step 3 (network): network: eth0 is down; bringing it up"),
-            "{e}"
+        assert_eq!(
+            e.to_string(),
+            "step 3 (network): network: DHCP on eth0: no offer after 30s (5 DISCOVERs sent)"
         );
         assert!(
             lines

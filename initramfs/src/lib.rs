@@ -2,13 +2,15 @@
 //! that `main.rs` sequences. Every system call goes through [`sys::Sys`], so the boot logic
 //! is tested without root.
 //!
-//! Not here: a DHCP client (the NIC uses the lease iPXE passed), fsck of the carte
-//! filesystem, and sync-back of anything but overlay uppers.
+//! Not here: DHCP lease renewal (the lease of the fallback client, [`dhcp`], serves the
+//! initramfs only), fsck of the carte filesystem, and sync-back of anything but overlay
+//! uppers.
 
 pub mod boot;
 pub mod cache;
 pub mod cmdline;
 pub mod compose;
+pub mod dhcp;
 pub mod disk;
 pub mod error;
 pub mod events;

@@ -1,13 +1,14 @@
-//! The boot NIC: find it by its MAC in sysfs (path injected), and configure it with the
-//! lease iPXE passed on `ip=` through rtnetlink requests sent via [`Sys::netlink`]: link
-//! up, the address, the default route. The messages are built here, byte for byte, as
-//! pure functions.
+//! The boot NIC: find it by its MAC in sysfs (path injected), and configure it through
+//! rtnetlink requests sent via [`Sys::netlink`]: link up, the address, the default route.
+//! The lease is the one iPXE passed on `ip=`; without one (`ip=dhcp` or no `ip=`), the
+//! DHCP fallback ([`crate::dhcp`]) asks for it on the link once it is up. The messages
+//! are built here, byte for byte, as pure functions.
 //!
-//! Not implemented yet: the DHCP fallback when no lease was passed; that case stops with
-//! [`NetError::NotImplemented`]. Apart from the netlink requests to the kernel it sends
-//! nothing on the network.
+//! Besides the netlink requests to the kernel, only the DHCP fallback sends anything on
+//! the network; the lease it gets is never renewed.
 
 use crate::cmdline::{IpConfig, Lease, Mac};
+use crate::dhcp::{self, DhcpError};
 use crate::sys::{Errno, Sys};
 use std::fs;
 use std::net::Ipv4Addr;
@@ -19,14 +20,10 @@ use std::time::Duration;
 pub enum NetError {
     #[error("network: no interface has MAC {mac} (is its driver loaded?)")]
     NoInterface { mac: String },
-    #[error(
-        "network: {interface} is {state}; bringing it up with {config} via netlink is not \
-         implemented yet"
-    )]
-    NotImplemented {
+    #[error("network: DHCP on {interface}: {source}")]
+    Dhcp {
         interface: String,
-        state: String,
-        config: String,
+        source: DhcpError,
     },
     #[error("network: read {path}: {why}")]
     Sysfs { path: String, why: String },
@@ -131,24 +128,20 @@ pub fn netlink_ack(buf: &[u8]) -> Option<Result<(), Errno>> {
     None
 }
 
-/// Configure the boot NIC with the lease iPXE passed, then wait (up to 10 s) for carrier.
-/// Already-present address or route (a retried boot) is fine.
+/// Configure the boot NIC: link up, wait (up to 10 s) for carrier, then the lease iPXE
+/// passed or, without one, the one DHCP gives (printed through `say`): its address and
+/// default route. An already-present address or route (a retried boot) is fine.
 pub fn bring_up(
     sys: &mut dyn Sys,
     sys_root: &Path,
     mac: Mac,
     ip: &IpConfig,
+    say: &mut dyn FnMut(&str),
 ) -> Result<String, NetError> {
     let interface = find_interface(sys_root, mac).ok_or(NetError::NoInterface {
         mac: mac.to_string(),
     })?;
     let dir = sys_root.join("class/net").join(&interface);
-    let lease: Lease = match ip {
-        IpConfig::Static(l) => *l,
-        IpConfig::Dhcp => {
-            return check(sys_root, mac, ip);
-        }
-    };
     let idx_path = dir.join("ifindex");
     let ifindex: u32 = fs::read_to_string(&idx_path)
         .map_err(|e| e.to_string())
@@ -161,32 +154,54 @@ pub fn bring_up(
             path: idx_path.display().to_string(),
             why,
         })?;
-    let mut send = |msg: Vec<u8>, what: String| match sys.netlink(&msg, &what) {
-        Ok(()) | Err(Errno::EEXIST) => Ok(()),
-        Err(errno) => Err(NetError::Netlink {
-            what,
-            interface: interface.clone(),
-            errno,
-        }),
-    };
-    send(link_up_msg(ifindex), "link up".into())?;
-    send(
-        add_addr_msg(ifindex, lease.address, lease.prefix_len),
-        format!("add address {}/{}", lease.address, lease.prefix_len),
-    )?;
-    if let Some(gw) = lease.gateway {
-        send(
-            default_route_msg(ifindex, gw),
-            format!("add default route via {gw}"),
-        )?;
-    }
+    send(sys, &interface, link_up_msg(ifindex), "link up".into())?;
     for _ in 0..50 {
         if fs::read_to_string(dir.join("carrier")).is_ok_and(|c| c.trim() == "1") {
             break;
         }
         sys.sleep(Duration::from_millis(200));
     }
+    let lease: Lease = match ip {
+        IpConfig::Static(l) => *l,
+        IpConfig::Dhcp => {
+            let got =
+                dhcp::obtain(sys, &interface, mac, dhcp::Timing::default()).map_err(|source| {
+                    NetError::Dhcp {
+                        interface: interface.clone(),
+                        source,
+                    }
+                })?;
+            say(&format!("network: DHCP lease {got}"));
+            got.lease
+        }
+    };
+    send(
+        sys,
+        &interface,
+        add_addr_msg(ifindex, lease.address, lease.prefix_len),
+        format!("add address {}/{}", lease.address, lease.prefix_len),
+    )?;
+    if let Some(gw) = lease.gateway {
+        send(
+            sys,
+            &interface,
+            default_route_msg(ifindex, gw),
+            format!("add default route via {gw}"),
+        )?;
+    }
     Ok(interface)
+}
+
+/// One netlink request; "already there" counts as done.
+fn send(sys: &mut dyn Sys, interface: &str, msg: Vec<u8>, what: String) -> Result<(), NetError> {
+    match sys.netlink(&msg, &what) {
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(errno) => Err(NetError::Netlink {
+            what,
+            interface: interface.to_string(),
+            errno,
+        }),
+    }
 }
 
 /// The interface whose address is `mac`, if any.
@@ -201,33 +216,6 @@ pub fn find_interface(sys_root: &Path, mac: Mac) -> Option<String> {
     names.into_iter().find(|n| {
         fs::read_to_string(sys_root.join("class/net").join(n).join("address"))
             .is_ok_and(|a| a.trim().eq_ignore_ascii_case(&want))
-    })
-}
-
-/// The boot NIC's name, once it is up.
-pub fn check(sys_root: &Path, mac: Mac, ip: &IpConfig) -> Result<String, NetError> {
-    let interface = find_interface(sys_root, mac).ok_or(NetError::NoInterface {
-        mac: mac.to_string(),
-    })?;
-    let state = fs::read_to_string(
-        sys_root
-            .join("class/net")
-            .join(&interface)
-            .join("operstate"),
-    )
-    .map(|s| s.trim().to_string())
-    .unwrap_or_else(|_| "unknown".into());
-    if state == "up" {
-        return Ok(interface);
-    }
-    let config = match ip {
-        IpConfig::Static(l) => format!("{}/{}", l.address, l.prefix_len),
-        IpConfig::Dhcp => "DHCP".to_string(),
-    };
-    Err(NetError::NotImplemented {
-        interface,
-        state,
-        config,
     })
 }
 
@@ -315,7 +303,13 @@ mod tests {
             gateway: Some(Ipv4Addr::new(192, 0, 2, 1)),
         });
         let mac = Mac::parse("52:54:00:00:00:01").expect("mac");
-        assert_eq!(bring_up(&mut sys, t.path(), mac, &lease), Ok("eth0".into()));
+        let mut said = Vec::new();
+        let mut say = |l: &str| said.push(l.to_string());
+        assert_eq!(
+            bring_up(&mut sys, t.path(), mac, &lease, &mut say),
+            Ok("eth0".into())
+        );
+        assert!(said.is_empty(), "{said:?}");
         assert_eq!(
             sys.calls,
             [
@@ -327,7 +321,7 @@ mod tests {
         let mut sys = FakeSys::new();
         sys.fail_prefix = Some("netlink link up".into());
         sys.fail_errno = Some(Errno::EPERM);
-        let e = bring_up(&mut sys, t.path(), mac, &lease).expect_err("eperm");
+        let e = bring_up(&mut sys, t.path(), mac, &lease, &mut |_| {}).expect_err("eperm");
         assert_eq!(
             e.to_string(),
             "network: link up on eth0: EPERM: Operation not permitted"
@@ -342,29 +336,86 @@ mod tests {
     }
 
     #[test]
-    fn finds_the_nic_by_mac_and_reports_its_state() {
+    fn finds_the_nic_by_mac() {
         let t = tempfile::tempdir().expect("tempdir");
         nic(t.path(), "lo", "00:00:00:00:00:00", "unknown");
         nic(t.path(), "eth0", "52:54:00:00:00:01", "down");
         nic(t.path(), "eth1", "52:54:00:00:00:02", "up");
         let mac = |s| Mac::parse(s).expect("mac");
         assert_eq!(
-            check(t.path(), mac("52:54:00:00:00:02"), &IpConfig::Dhcp),
-            Ok("eth1".into())
+            find_interface(t.path(), mac("52:54:00:00:00:02")),
+            Some("eth1".into())
         );
         assert_eq!(
-            check(t.path(), mac("52:54:00:00:00:01"), &IpConfig::Dhcp),
-            Err(NetError::NotImplemented {
-                interface: "eth0".into(),
-                state: "down".into(),
-                config: "DHCP".into()
-            })
+            find_interface(t.path(), mac("52:54:00:00:00:01")),
+            Some("eth0".into())
         );
+        assert_eq!(find_interface(t.path(), mac("52:54:00:00:00:09")), None);
+        let mut sys = FakeSys::new();
         assert_eq!(
-            check(t.path(), mac("52:54:00:00:00:09"), &IpConfig::Dhcp),
+            bring_up(
+                &mut sys,
+                t.path(),
+                mac("52:54:00:00:00:09"),
+                &IpConfig::Dhcp,
+                &mut |_| {}
+            ),
             Err(NetError::NoInterface {
                 mac: "52:54:00:00:00:09".into()
             })
         );
+    }
+
+    #[test]
+    fn without_a_lease_dhcp_gives_one_once_the_link_is_up() {
+        let t = tempfile::tempdir().expect("tempdir");
+        nic(t.path(), "eth0", "52:54:00:c0:07:02", "down");
+        fs::write(t.path().join("class/net/eth0/ifindex"), "2\n").expect("w");
+        // No carrier at first: the client waits for it before it sends.
+        let mac = Mac::parse("52:54:00:c0:07:02").expect("mac");
+        let mut sys = FakeSys::new();
+        sys.random = dhcp::tests::XID;
+        sys.udp_inbox = [Some(dhcp::tests::offer()), Some(dhcp::tests::ack())].into();
+        let mut said = Vec::new();
+        let got = bring_up(&mut sys, t.path(), mac, &IpConfig::Dhcp, &mut |l| {
+            said.push(l.to_string())
+        });
+        assert_eq!(got, Ok("eth0".into()));
+        assert_eq!(
+            said,
+            ["network: DHCP lease 192.0.2.105/24 via 192.0.2.1 from server 192.0.2.1"]
+        );
+        let calls: Vec<&str> = sys
+            .calls
+            .iter()
+            .map(String::as_str)
+            .filter(|c| *c != "sleep 200ms")
+            .collect();
+        assert_eq!(
+            calls,
+            [
+                "netlink link up (32 bytes)",
+                "udp_open eth0 port 68",
+                "udp_broadcast 1 to port 67 (300 bytes)",
+                "udp_recv 1 2000ms: 300 bytes",
+                "udp_broadcast 1 to port 67 (300 bytes)",
+                "udp_recv 1 2000ms: 300 bytes",
+                "udp_close 1",
+                "netlink add address 192.0.2.105/24 (40 bytes)",
+                "netlink add default route via 192.0.2.1 (44 bytes)",
+            ]
+        );
+        assert_eq!(sys.calls.iter().filter(|c| *c == "sleep 200ms").count(), 50);
+
+        // Silence: the error names the interface and what was tried.
+        fs::write(t.path().join("class/net/eth0/carrier"), "1\n").expect("w");
+        let mut sys = FakeSys::new();
+        let e =
+            bring_up(&mut sys, t.path(), mac, &IpConfig::Dhcp, &mut |_| {}).expect_err("no server");
+        assert_eq!(
+            e.to_string(),
+            "network: DHCP on eth0: no offer after 30s (5 DISCOVERs sent)"
+        );
+        assert!(!sys.calls.iter().any(|c| c.contains("add address")));
     }
 }

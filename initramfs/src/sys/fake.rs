@@ -3,10 +3,14 @@
 //! can be made to fail. A tiny in-memory tree answers `lstat`/`read_dir`/`unlink`/`rmdir`
 //! so the root switch's clean-up can be tested without root.
 //!
+//! The DHCP client's socket is fake too: sent datagrams are kept, received ones come from
+//! a queue, and a clock advances by the waits (`sleep`, a receive that times out), so
+//! time bounds are tested without waiting.
+//!
 //! It does not model mount semantics: a mount does not change what the tree shows.
 
-use super::{Errno, FileInfo, MsFlags, Sys};
-use std::collections::BTreeMap;
+use super::{Errno, FileInfo, MsFlags, SocketId, Sys};
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -29,7 +33,17 @@ pub struct FakeSys {
     pub release: String,
     /// Exit code `run` reports (0 unless set).
     pub run_status: i32,
+    /// What each `udp_recv` gets, in order: a datagram (delivered after 1 ms) or `None`,
+    /// a timeout. Once empty, every receive times out.
+    pub udp_inbox: VecDeque<Option<Vec<u8>>>,
+    /// Every datagram `udp_broadcast` sent.
+    pub udp_sent: Vec<Vec<u8>>,
+    /// The fake clock `now` reads.
+    pub clock: Duration,
+    /// What `random_u32` returns next (then one more each call).
+    pub random: u32,
     next_loop: usize,
+    next_socket: i32,
 }
 
 fn flags_text(flags: MsFlags) -> String {
@@ -261,6 +275,7 @@ impl Sys for FakeSys {
 
     fn sleep(&mut self, duration: Duration) {
         self.calls.push(format!("sleep {}ms", duration.as_millis()));
+        self.clock += duration;
     }
 
     fn run(&mut self, path: &Path, args: &[String]) -> Result<i32, Errno> {
@@ -279,6 +294,59 @@ impl Sys for FakeSys {
 
     fn discard(&mut self, device: &Path, offset: u64, len: u64) -> Result<(), Errno> {
         self.record(format!("discard {} {offset}+{len}", device.display()))
+    }
+
+    fn udp_open(&mut self, interface: &str, port: u16) -> Result<SocketId, Errno> {
+        self.record(format!("udp_open {interface} port {port}"))?;
+        self.next_socket += 1;
+        Ok(SocketId(self.next_socket))
+    }
+
+    fn udp_broadcast(&mut self, socket: SocketId, port: u16, data: &[u8]) -> Result<(), Errno> {
+        self.record(format!(
+            "udp_broadcast {} to port {port} ({} bytes)",
+            socket.0,
+            data.len()
+        ))?;
+        self.udp_sent.push(data.to_vec());
+        Ok(())
+    }
+
+    fn udp_recv(
+        &mut self,
+        socket: SocketId,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<usize>, Errno> {
+        let call = format!("udp_recv {} {}ms", socket.0, timeout.as_millis());
+        match self.udp_inbox.pop_front().flatten() {
+            Some(datagram) => {
+                self.record(format!("{call}: {} bytes", datagram.len()))?;
+                let n = datagram.len().min(buf.len());
+                buf[..n].copy_from_slice(&datagram[..n]);
+                self.clock += Duration::from_millis(1).min(timeout);
+                Ok(Some(n))
+            }
+            None => {
+                self.record(format!("{call}: timeout"))?;
+                self.clock += timeout;
+                Ok(None)
+            }
+        }
+    }
+
+    fn udp_close(&mut self, socket: SocketId) {
+        self.calls.push(format!("udp_close {}", socket.0));
+    }
+
+    fn now(&mut self) -> Duration {
+        self.clock
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        let r = self.random;
+        self.random = self.random.wrapping_add(1);
+        r
     }
 }
 

@@ -1,6 +1,6 @@
 //! The `Sys` trait: every system call carte-init makes on the boot path (mounts, loop
-//! devices, module loading, root switching, exec, reboot, and the few file operations of
-//! the switch), with a real implementation ([`RealSys`]) and a recording fake
+//! devices, module loading, root switching, exec, reboot, the few file operations of the
+//! switch, the DHCP client's UDP socket and clock), with a real implementation ([`RealSys`]) and a recording fake
 //! ([`FakeSys`]) that can be told to fail at the Nth call.
 //!
 //! Callers receive the implementation explicitly (`&mut dyn Sys`); nothing reaches for
@@ -29,6 +29,11 @@ pub struct FileInfo {
     /// A real directory (not a symlink to one).
     pub is_dir: bool,
 }
+
+/// A UDP socket opened by [`Sys::udp_open`], until [`Sys::udp_close`] (the real
+/// implementation's descriptor number, the fake's count).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketId(pub i32);
 
 /// System calls of the boot path. Each returns the raw `Errno`; callers wrap it in their
 /// step's error with the path or device.
@@ -97,4 +102,25 @@ pub trait Sys {
     fn reread_partitions(&mut self, device: &Path) -> Result<(), Errno>;
     /// `BLKDISCARD` of `len` bytes at `offset` on a block device.
     fn discard(&mut self, device: &Path, offset: u64, len: u64) -> Result<(), Errno>;
+    /// A UDP socket on 0.0.0.0:`port`, bound to `interface` (`SO_BINDTODEVICE`), allowed
+    /// to broadcast: it sends and hears on that interface even before it has an address.
+    fn udp_open(&mut self, interface: &str, port: u16) -> Result<SocketId, Errno>;
+    /// Send `data` to 255.255.255.255:`port`.
+    fn udp_broadcast(&mut self, socket: SocketId, port: u16, data: &[u8]) -> Result<(), Errno>;
+    /// Wait up to `timeout` for one datagram into `buf`: its length, or `None` when the
+    /// time ran out or a signal came (the caller checks [`Sys::now`] and asks again).
+    fn udp_recv(
+        &mut self,
+        socket: SocketId,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<usize>, Errno>;
+    /// Close a socket of [`Sys::udp_open`].
+    fn udp_close(&mut self, socket: SocketId);
+    /// A monotonic clock (from an arbitrary origin), for time bounds. The fake's advances
+    /// only by what it is asked to wait.
+    fn now(&mut self) -> Duration;
+    /// 32 unpredictable bits (DHCP transaction ids); never blocks, even before the
+    /// kernel's entropy pool is ready.
+    fn random_u32(&mut self) -> u32;
 }

@@ -6,18 +6,22 @@ use super::loopdev::{
     LoopConfig, LoopInfo64, LOOP_CLR_FD, LOOP_CONFIGURE, LOOP_CTL_GET_FREE, LOOP_SET_FD,
     LOOP_SET_STATUS64, LO_FLAGS_READ_ONLY,
 };
-use super::{Errno, FileInfo, MsFlags, Sys};
+use super::{Errno, FileInfo, MsFlags, SocketId, Sys};
 use nix::fcntl::{open, OFlag};
 use nix::mount::MntFlags;
+use nix::sys::socket::{self, sockopt, AddressFamily, MsgFlags, SockFlag, SockType, SockaddrIn};
 use nix::sys::stat::{Mode, SFlag};
-use std::ffi::CString;
+use nix::sys::time::{TimeVal, TimeValLike};
+use std::collections::BTreeMap;
+use std::ffi::{CString, OsString};
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 /// `MODULE_INIT_COMPRESSED_FILE` from `<linux/module.h>`.
 const MODULE_INIT_COMPRESSED_FILE: libc::c_uint = 4;
@@ -29,6 +33,21 @@ const BLKDISCARD: libc::Ioctl = 0x1277;
 /// The real system.
 #[derive(Debug, Default)]
 pub struct RealSys;
+
+/// The sockets `udp_open` handed out, owned here so each is closed exactly once and a
+/// stale id is `EBADF`, never someone else's descriptor.
+static UDP_SOCKETS: Mutex<BTreeMap<i32, OwnedFd>> = Mutex::new(BTreeMap::new());
+
+fn with_socket<T>(
+    socket: SocketId,
+    f: impl FnOnce(&OwnedFd) -> Result<T, Errno>,
+) -> Result<T, Errno> {
+    let sockets = UDP_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
+    f(sockets.get(&socket.0).ok_or(Errno::EBADF)?)
+}
+
+/// The origin of [`Sys::now`].
+static CLOCK_ORIGIN: OnceLock<Instant> = OnceLock::new();
 
 fn io_errno(e: std::io::Error) -> Errno {
     Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
@@ -395,6 +414,80 @@ impl Sys for RealSys {
         } else {
             Err(Errno::last())
         }
+    }
+
+    fn udp_open(&mut self, interface: &str, port: u16) -> Result<SocketId, Errno> {
+        let fd = socket::socket(
+            AddressFamily::Inet,
+            SockType::Datagram,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+        socket::setsockopt(&fd, sockopt::Broadcast, &true)?;
+        socket::setsockopt(&fd, sockopt::BindToDevice, &OsString::from(interface))?;
+        socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port))?;
+        let id = fd.as_raw_fd();
+        UDP_SOCKETS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id, fd);
+        Ok(SocketId(id))
+    }
+
+    fn udp_broadcast(&mut self, socket: SocketId, port: u16, data: &[u8]) -> Result<(), Errno> {
+        let to = SockaddrIn::new(255, 255, 255, 255, port);
+        with_socket(socket, |fd| {
+            socket::sendto(fd.as_raw_fd(), data, &to, MsgFlags::empty()).map(drop)
+        })
+    }
+
+    fn udp_recv(
+        &mut self,
+        socket: SocketId,
+        buf: &mut [u8],
+        timeout: Duration,
+    ) -> Result<Option<usize>, Errno> {
+        // A zero SO_RCVTIMEO would mean "wait forever": at least 1 µs.
+        let micros = i64::try_from(timeout.as_micros())
+            .unwrap_or(i64::MAX)
+            .max(1);
+        let wait = TimeVal::microseconds(micros);
+        with_socket(socket, |fd| {
+            socket::setsockopt(fd, sockopt::ReceiveTimeout, &wait)?;
+            match socket::recv(fd.as_raw_fd(), buf, MsgFlags::empty()) {
+                Ok(n) => Ok(Some(n)),
+                Err(Errno::EAGAIN | Errno::EINTR) => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    fn udp_close(&mut self, socket: SocketId) {
+        // Dropping the descriptor closes it.
+        UDP_SOCKETS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&socket.0);
+    }
+
+    fn now(&mut self) -> Duration {
+        CLOCK_ORIGIN.get_or_init(Instant::now).elapsed()
+    }
+
+    fn random_u32(&mut self) -> u32 {
+        let mut buf = [0u8; 4];
+        // SAFETY: getrandom(2) writes at most `buf.len()` bytes into the valid, writable
+        // `buf`. GRND_INSECURE (Linux 5.6+) never blocks on an uninitialised pool.
+        let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), libc::GRND_INSECURE) };
+        if n == 4 {
+            return u32::from_ne_bytes(buf);
+        }
+        // An older kernel: the clock's nanoseconds are unpredictable enough for an xid.
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        t.subsec_nanos() ^ (t.as_secs() as u32)
     }
 
     fn discard(&mut self, device: &Path, offset: u64, len: u64) -> Result<(), Errno> {
