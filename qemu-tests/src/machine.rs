@@ -4,7 +4,8 @@
 //!
 //! Each machine has its own folder (console log, OVMF variables copy, monitor socket),
 //! removed on drop after QEMU is killed by pid. A machine does not decide what it boots:
-//! the network (netbootd) does, or a direct `-kernel` boot used for plumbing checks.
+//! the network (netbootd) does, or a direct `-kernel` boot (plumbing checks, and a boot
+//! on the lab network that skips iPXE).
 
 use std::io::Write;
 use std::os::unix::net::UnixStream;
@@ -214,6 +215,46 @@ impl Machine {
             .arg(initrd)
             .args(["-append", append]);
         Self::spawn(name, qemu, dir)
+    }
+
+    /// Starts a machine on `spec.tap` in `lab` that boots `kernel` with `initrd` and
+    /// `append` directly: the kernel, not the firmware, is the first to use the network
+    /// (its NIC has no option ROM), so nothing hands it a lease. Disks of `spec` are not
+    /// attached.
+    pub fn direct_on_lab(
+        lab: &Lab,
+        spec: &MachineSpec,
+        kernel: &Path,
+        initrd: &Path,
+        append: &str,
+    ) -> Result<Self, MachineError> {
+        let accel = spec.accel.clone().unwrap_or_else(crate::accel::accel);
+        let dir = Self::workdir(&spec.name)?;
+        let mut qemu = lab.command("qemu-system-x86_64");
+        base_command(
+            &mut qemu,
+            &spec.name,
+            spec.firmware,
+            spec.memory_mb,
+            &accel,
+            dir.path(),
+        )?;
+        qemu.arg("-netdev")
+            .arg(format!(
+                "tap,id=n0,ifname={},script=no,downscript=no",
+                spec.tap
+            ))
+            .arg("-device")
+            .arg(format!(
+                "virtio-net-pci,netdev=n0,mac={},romfile=",
+                spec.mac
+            ))
+            .arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", append]);
+        Self::spawn(&spec.name, qemu, dir)
     }
 
     fn workdir(name: &str) -> Result<tempfile::TempDir, MachineError> {

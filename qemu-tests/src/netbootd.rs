@@ -108,6 +108,27 @@ impl Netbootd {
         policy: &[(&str, &str)],
         seed: Option<&Path>,
     ) -> Result<Self, NetbootdError> {
+        Self::launch(lab, mode, policy, seed, &[])
+    }
+
+    /// As [`Netbootd::start`], with more `serve` flags (`--dhcp-router 192.0.2.1`), not
+    /// ones the harness passes already.
+    pub fn start_with_flags(
+        lab: &Lab,
+        mode: DhcpMode,
+        policy: &[(&str, &str)],
+        flags: &[&str],
+    ) -> Result<Self, NetbootdError> {
+        Self::launch(lab, mode, policy, None, flags)
+    }
+
+    fn launch(
+        lab: &Lab,
+        mode: DhcpMode,
+        policy: &[(&str, &str)],
+        seed: Option<&Path>,
+        flags: &[&str],
+    ) -> Result<Self, NetbootdError> {
         let bin = assets::netbootd_bin()?;
         let dir = prepare(
             Path::new("/tmp"),
@@ -155,6 +176,7 @@ impl Netbootd {
             .arg(&policy_dir)
             .arg("--ipxe-dir")
             .arg(assets::ipxe_dir())
+            .args(flags)
             .env("NO_COLOR", "1")
             .env(
                 "RUST_LOG",
