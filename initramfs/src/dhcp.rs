@@ -377,7 +377,7 @@ pub enum DhcpError {
         sent: u32,
         ignored: IgnoredNote,
     },
-    #[error("server {server} refused {address} {naks} times (NAK: {message})")]
+    #[error("server {server} refused {address} {naks} {} (NAK: {message})", times(*.naks))]
     Refused {
         server: Ipv4Addr,
         address: Ipv4Addr,
@@ -386,6 +386,14 @@ pub enum DhcpError {
     },
     #[error("the ACK of {address} from server {server} has no subnet mask (option 1)")]
     NoMask { server: Ipv4Addr, address: Ipv4Addr },
+}
+
+fn times(n: u32) -> &'static str {
+    if n == 1 {
+        "time"
+    } else {
+        "times"
+    }
 }
 
 /// A lease and who gave it.
@@ -519,13 +527,15 @@ impl Client<'_> {
         }
     }
 
-    /// Send `request` with backoff until a reply `wanted` takes it or time runs out.
+    /// Send `request` with backoff until a reply `wanted` takes it or time runs out. What
+    /// it ignored meanwhile is in `self.ignored` (for the error when nothing came).
     fn ask(
         &mut self,
         xid: u32,
         request: Request,
         wanted: impl Fn(&Reply) -> bool,
     ) -> Result<Answer, DhcpError> {
+        self.ignored = IgnoredNote::default();
         let mut wait = self.timing.first_wait;
         let mut sent = 0;
         let mut buf = vec![0u8; 1500];
@@ -964,6 +974,18 @@ pub(crate) mod tests {
         assert_eq!(
             e.to_string(),
             "server 192.0.2.1 refused 192.0.2.105 3 times (NAK: no reason given)"
+        );
+
+        // A NAK when the time is up ends the exchange at once.
+        let mut sys = fake(vec![Some(offer()), Some(nak(b"no"))]);
+        let short = Timing {
+            total: Duration::from_millis(2),
+            ..Timing::default()
+        };
+        let e = obtain(&mut sys, "eth0", MAC, short).expect_err("nak at the deadline");
+        assert_eq!(
+            e.to_string(),
+            "server 192.0.2.1 refused 192.0.2.105 1 time (NAK: no)"
         );
 
         // A NAK or ACK from another server than the one chosen is not ours to take.
