@@ -1,7 +1,8 @@
 //! The layer download pipeline: HTTP GET → (zstd decode) → sha256 → write to a temp file in
-//! the cache (or any [`Sink`]: disk mode streams onto a whole disk), with a network+decode thread and a hash+write thread overlapping through a
-//! small bounded channel (nothing is held whole in memory). A dropped connection is resumed
-//! with `Range` from the last byte received, feeding the same decoder and hashers. At the
+//! the cache (or any [`Sink`]: disk mode streams onto a whole disk), with a network+decode
+//! thread, a thread hashing the decoded bytes and the caller's thread writing them,
+//! overlapping through small bounded channels (nothing is held whole in memory). A dropped
+//! connection is resumed with `Range` from the last byte received, feeding the same decoder and hashers. At the
 //! end the sizes and both hashes are checked and the file fsynced; only then does the
 //! caller get a [`Verified`] for [`crate::cache::Cache::commit`]. On any failure the temp
 //! file is removed: a mismatch or truncation never becomes a cached layer.
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-/// Chunk size between the two pipeline threads; with [`CHANNEL_DEPTH`] it bounds memory.
+/// Chunk size between the pipeline threads; with [`CHANNEL_DEPTH`] it bounds memory.
 const CHUNK: usize = 1 << 20;
 const CHANNEL_DEPTH: usize = 4;
 
@@ -356,6 +357,26 @@ fn send_all(reader: &mut dyn Read, tx: &mpsc::SyncSender<Vec<u8>>) -> io::Result
     }
 }
 
+/// Hash side: hash each decoded chunk (when `hash`; unencoded bytes were hashed on the
+/// wire already) and pass it on to the writer. Stops quietly when either side is gone;
+/// returns the digest of everything it saw.
+fn hash_and_forward(
+    rx: mpsc::Receiver<Vec<u8>>,
+    tx: mpsc::SyncSender<Vec<u8>>,
+    hash: bool,
+) -> Option<String> {
+    let mut hasher = hash.then(Sha256::new);
+    for chunk in rx.iter() {
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
+        }
+        if tx.send(chunk).is_err() {
+            break;
+        }
+    }
+    hasher.map(|h| hex(h.finalize()))
+}
+
 /// Network + decode side: read, decode, send chunks. Returns the wire totals.
 fn produce(
     mut body: ResumingBody,
@@ -475,13 +496,15 @@ pub fn stream(
     let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
     let encoding = src.encoding;
     let producer = std::thread::spawn(move || produce(body, encoding, tx));
+    // The decoded bytes are hashed on their own thread, so hashing and writing overlap.
+    let (htx, hrx) = mpsc::sync_channel::<Vec<u8>>(CHANNEL_DEPTH);
+    let hasher = std::thread::spawn(move || hash_and_forward(rx, htx, encoding != Encoding::None));
 
     let start = Instant::now();
     let mut last_report = start;
-    let mut written_hasher = Sha256::new();
     let mut written: u64 = 0;
     let mut write_error = None;
-    for chunk in rx.iter() {
+    for chunk in hrx.iter() {
         written += chunk.len() as u64;
         if written > src.uncompressed_size {
             write_error = Some(FetchError::WrittenLength {
@@ -490,9 +513,6 @@ pub fn stream(
                 want: src.uncompressed_size,
             });
             break;
-        }
-        if encoding != Encoding::None {
-            written_hasher.update(&chunk);
         }
         if let Err(e) = sink.write_chunk(&chunk) {
             write_error = Some(werr(e));
@@ -504,12 +524,14 @@ pub fn stream(
             progress(&Progress::at(done, src.size, start.elapsed()));
         }
     }
-    // Dropping the receiver makes the producer stop at its next send.
-    drop(rx);
-    let wire = producer.join().map_err(|_| FetchError::Http {
+    // Dropping the receiver makes the hasher stop at its next send, then the producer.
+    drop(hrx);
+    let panicked = |what: &str| FetchError::Http {
         url: src.url.clone(),
-        why: "download thread panicked".into(),
-    })?;
+        why: format!("{what} thread panicked"),
+    };
+    let written_digest = hasher.join().map_err(|_| panicked("hash"))?;
+    let wire = producer.join().map_err(|_| panicked("download"))?;
     if let Some(e) = write_error {
         return Err(e);
     }
@@ -536,10 +558,7 @@ pub fn stream(
             want: src.uncompressed_size,
         });
     }
-    let written_sha = match encoding {
-        Encoding::None => wire.sha256,
-        Encoding::Zstd => hex(written_hasher.finalize()),
-    };
+    let written_sha = written_digest.unwrap_or(wire.sha256);
     if written_sha != src.sha256_written {
         return Err(FetchError::WrittenSha256 {
             url: src.url.clone(),
