@@ -7,6 +7,7 @@
 //! It never panics and never loops forever by itself except while waiting for the plan
 //! server; `main` decides what happens after an error (retry or reboot).
 
+use crate::bench;
 use crate::cache::{self, Cache};
 use crate::cmdline::{self, BootArgs};
 use crate::compose::{self, Layout};
@@ -461,6 +462,10 @@ fn after_cmdline(
         let mut report = |e: Event| post(events, e, say);
         sync_back(agent, &plan, env, &mut report);
         restore_machine_layer(agent, &plan, env, &mut report)?;
+    }
+    if let Some(scratch) = &args.bench {
+        let mut report = |e: Event| post(events, e, say);
+        return Ok(bench::run(sys, agent, &plan, env, scratch, &mut report)?);
     }
     let files = {
         let mut report = |e: Event| post(events, e, say);

@@ -73,6 +73,9 @@ pub struct BootArgs {
     pub mac: Mac,
     /// Network configuration.
     pub ip: IpConfig,
+    /// Benchmark mode (`carte.bench=<disk>`, set only by `carte-lab bench-flash`): the
+    /// name of a scratch disk under /dev that the benchmark may overwrite. `None` boots.
+    pub bench: Option<String>,
 }
 
 /// A command line carte cannot boot with.
@@ -185,6 +188,7 @@ pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
     let mut carte_mac = None;
     let mut bootif = None;
     let mut ip = IpConfig::Dhcp;
+    let mut bench = None;
     for (k, v) in words(text) {
         let Some(v) = v else { continue };
         match k.as_str() {
@@ -209,6 +213,17 @@ pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
             }
             "BOOTIF" => bootif = Some(parse_bootif(&v)?),
             "ip" => ip = parse_ip(&v)?,
+            "carte.bench" => {
+                let plain = !v.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric());
+                if !plain {
+                    return Err(CmdlineError::Invalid {
+                        key: "carte.bench",
+                        value: v,
+                        why: "expected a disk name under /dev, such as vdb",
+                    });
+                }
+                bench = Some(v);
+            }
             _ => {}
         }
     }
@@ -221,6 +236,7 @@ pub fn parse(text: &str) -> Result<BootArgs, CmdlineError> {
             .or(bootif)
             .ok_or(CmdlineError::Missing("carte.mac or BOOTIF"))?,
         ip,
+        bench,
     })
 }
 
@@ -271,6 +287,7 @@ mod tests {
             token: "t0k".into(),
             mac: MAC,
             ip,
+            bench: None,
         }
     }
 
@@ -316,6 +333,13 @@ mod tests {
             &format!("=== \"\" {base} %%% carte.mac=\"52:54:00:00:00:01\" ==x"),
             Ok(args(IpConfig::Dhcp)),
         );
+        check(
+            &format!("{base} carte.mac=52:54:00:00:00:01 carte.bench=vdb"),
+            Ok(BootArgs {
+                bench: Some("vdb".into()),
+                ..args(IpConfig::Dhcp)
+            }),
+        );
     }
 
     #[test]
@@ -343,6 +367,8 @@ mod tests {
             ("ip=192.0.2.5::192.0.2.1:255.0.255.0:::off", "ip"),
             ("ip=192.0.2.5::192.0.2.1:33:::off", "ip"),
             ("ip=192.0.2.5", "ip"),
+            ("carte.bench=../sda", "carte.bench"),
+            ("carte.bench=", "carte.bench"),
         ] {
             match parse(text) {
                 Err(CmdlineError::Invalid { key: k, .. }) => assert_eq!(k, key, "{text}"),

@@ -2,6 +2,7 @@
 //! or URL involved (mostly through the step module's own error). `main` prints it on the
 //! console, posts it as an event, and decides between retrying and rebooting.
 
+use crate::bench::BenchError;
 use crate::cache::CacheError;
 use crate::cmdline::CmdlineError;
 use crate::compose::ComposeError;
@@ -58,6 +59,8 @@ pub enum BootError {
     SwitchRoot(ComposeError),
     #[error("step 10 (switch root): exec of carte-shim returned")]
     ExecReturned,
+    #[error("benchmark mode: {0}")]
+    Bench(#[from] BenchError),
 }
 
 impl BootError {
@@ -72,7 +75,7 @@ impl BootError {
             BootError::Plan(_) => Stage::Plan,
             BootError::Disk(_) => Stage::Disk,
             BootError::Cache(_) => Stage::Cache,
-            BootError::Fetch { .. } => Stage::Fetch,
+            BootError::Fetch { .. } | BootError::Bench(_) => Stage::Fetch,
             BootError::Flash(_) | BootError::Reboot(_) => Stage::Flash,
             BootError::Restore(_) => Stage::SyncBack,
             BootError::Compose(_) => Stage::Compose,

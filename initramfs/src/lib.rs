@@ -6,6 +6,7 @@
 //! initramfs only), fsck of the carte filesystem, and sync-back of anything but overlay
 //! uppers.
 
+pub mod bench;
 pub mod boot;
 pub mod cache;
 pub mod cmdline;

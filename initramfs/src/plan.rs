@@ -120,6 +120,7 @@ mod tests {
 
     fn args(server: &str) -> BootArgs {
         BootArgs {
+            bench: None,
             server: server.into(),
             token: "s3cret".into(),
             mac: Mac([0x52, 0x54, 0, 0, 0, 1]),
