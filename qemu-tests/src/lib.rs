@@ -12,6 +12,8 @@ pub mod assets;
 pub mod console;
 pub mod debian;
 pub mod dnsmasq;
+pub mod flash_bench;
+pub mod host_kernel;
 pub mod lab;
 pub mod machine;
 pub mod netbootd;

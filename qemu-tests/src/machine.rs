@@ -76,11 +76,18 @@ pub struct MachineSpec {
     /// OVMF's own UEFI PXE boots (DHCP arch 7, TFTP of the first stage).
     pub nic_rom: bool,
     pub memory_mb: u32,
+    /// Virtual CPUs (`-smp`).
+    pub cpus: u32,
+    /// QEMU's `-cpu` model; `None` keeps QEMU's default.
+    pub cpu_model: Option<String>,
     /// `None`: the verdict of [`crate::accel::accel`].
     pub accel: Option<String>,
     /// A raw disk image attached as a virtio disk (drive id `d0`), kept by the caller so
     /// it outlives the machine (the next boot of the same machine reuses it).
     pub disk: Option<PathBuf>,
+    /// A second raw disk (drive id `d1`, the guest's second virtio disk), for the flash
+    /// benchmark's scratch writes.
+    pub scratch_disk: Option<PathBuf>,
     /// When the guest powers off, QEMU pauses instead of exiting, so its counters can
     /// still be read ([`Machine::wait_powered_off`]).
     pub pause_on_poweroff: bool,
@@ -96,8 +103,11 @@ impl MachineSpec {
             mac: mac.to_string(),
             nic_rom: true,
             memory_mb: 512,
+            cpus: 1,
+            cpu_model: None,
             accel: None,
             disk: None,
+            scratch_disk: None,
             pause_on_poweroff: false,
         }
     }
@@ -171,6 +181,10 @@ impl Machine {
             &accel,
             dir.path(),
         )?;
+        qemu.args(["-smp", &spec.cpus.to_string()]);
+        if let Some(model) = &spec.cpu_model {
+            qemu.args(["-cpu", model]);
+        }
         let rom = if spec.nic_rom { "" } else { ",romfile=" };
         qemu.arg("-netdev")
             .arg(format!(
@@ -192,6 +206,14 @@ impl Machine {
                     disk.display()
                 ))
                 .args(["-device", "virtio-blk-pci,drive=d0"]);
+        }
+        if let Some(disk) = &spec.scratch_disk {
+            qemu.arg("-drive")
+                .arg(format!(
+                    "file={},if=none,id=d1,format=raw,cache=writeback",
+                    disk.display()
+                ))
+                .args(["-device", "virtio-blk-pci,drive=d1"]);
         }
         Self::spawn(&spec.name, qemu, dir)
     }

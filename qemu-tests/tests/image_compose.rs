@@ -7,7 +7,7 @@
 //! Skipped (with a message) when the static initramfs has not been built.
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use imaged::access::Principal;
@@ -16,64 +16,11 @@ use imaged::model::{
     Artefact, ArtefactName, ImageKind, LayerFormat, LayerMeta, NewImage, NewVersion,
 };
 use imaged::store::{self, Store, StoreConfig};
-use qemu_tests::{assets, policy, prereq, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd};
+use qemu_tests::{
+    assets, host_kernel, policy, prereq, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd,
+};
 
 const MAC: &str = "52:54:00:c0:07:01";
-
-/// The few modules a virtio VM needs to compose, copied with modules.dep and
-/// modules.alias from the host's tree (the whole tree would be a 400 MB layer).
-const MODULES: &[&str] = &[
-    "drivers/net/virtio_net",
-    "drivers/net/net_failover",
-    "net/core/failover",
-    "drivers/virtio/virtio_pci",
-    "drivers/virtio/virtio_pci_modern_dev",
-    "drivers/virtio/virtio_pci_legacy_dev",
-    "drivers/block/loop",
-    "fs/overlayfs/overlay",
-    "fs/erofs/erofs",
-    // erofs needs libcrc32c, which needs a crc32c (a soft dependency, not in modules.dep).
-    "lib/libcrc32c",
-    "crypto/crc32c_generic",
-    "arch/x86/crypto/crc32c-intel",
-];
-
-fn module_subset(release: &str, out: &Path) -> anyhow::Result<PathBuf> {
-    let src = Path::new("/lib/modules").join(release);
-    let dst = out.join("lib/modules").join(release);
-    std::fs::create_dir_all(&dst)?;
-    std::fs::copy(src.join("modules.alias"), dst.join("modules.alias"))?;
-    let dep = std::fs::read_to_string(src.join("modules.dep"))?;
-    // modules.dep lists only what is copied, so the builder picks from the subset.
-    let mut kept = std::collections::BTreeSet::new();
-    for line in dep.lines() {
-        let Some((module, deps)) = line.split_once(':') else {
-            continue;
-        };
-        let wanted = MODULES.iter().any(|m| {
-            module
-                .strip_prefix("kernel/")
-                .and_then(|p| p.strip_prefix(*m))
-                .is_some_and(|rest| rest.starts_with(".ko"))
-        });
-        if !wanted {
-            continue;
-        }
-        for f in std::iter::once(module).chain(deps.split_whitespace()) {
-            let to = dst.join(f);
-            std::fs::create_dir_all(to.parent().expect("module dir"))?;
-            std::fs::copy(src.join(f), to)?;
-            kept.insert(f.to_string());
-        }
-    }
-    let subset: String = dep
-        .lines()
-        .filter(|l| l.split_once(':').is_some_and(|(m, _)| kept.contains(m)))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(dst.join("modules.dep"), subset)?;
-    Ok(dst)
-}
 
 /// A root with busybox and an init that says it runs, then powers off.
 fn busybox_root(root: &Path) -> anyhow::Result<()> {
@@ -125,16 +72,11 @@ fn an_image_setup_composes_and_runs_the_target_init() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let vmlinuz = assets::kernel()?;
-    let release = vmlinuz
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_prefix("vmlinuz-"))
-        .ok_or_else(|| anyhow::anyhow!("kernel {} is not vmlinuz-<release>", vmlinuz.display()))?
-        .to_string();
+    let (vmlinuz, release) = host_kernel::vmlinuz()?;
 
     let work = tempfile::tempdir()?;
-    let modules_dir = module_subset(&release, work.path())?;
+    let modules_dir =
+        host_kernel::module_subset(&release, work.path(), host_kernel::COMPOSE_MODULES)?;
     let k = build::kernel(
         &KernelSource::Installed {
             vmlinuz,

@@ -6,6 +6,9 @@
 //!   PXE-boots one SeaBIOS machine with a blank disk into that Debian, prints what the
 //!   booted system reported, the machine's stage history, where the time went and how
 //!   many bytes moved, then cleans up.
+//! - `carte-lab bench-flash [--layer-mib 1024] [--memory-mb 512]`: carte-init's flash
+//!   benchmark ([`qemu_tests::flash_bench`]): one large layer fetched into the disk cache
+//!   of a small machine, against each stage of the pipeline alone in the same VM.
 //! - `carte-lab direct`: boots the test kernel and initrd with `-kernel` (no network), to
 //!   check QEMU, the kernel and the initrd alone.
 
@@ -15,7 +18,9 @@ use anyhow::{bail, Context};
 use qemu_tests::debian::{self, CMDLINE};
 use qemu_tests::machine::CMDLINE_MARKER;
 use qemu_tests::timeline::{self, Marks};
-use qemu_tests::{accel, assets, policy, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd};
+use qemu_tests::{
+    accel, assets, flash_bench, policy, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd,
+};
 
 const MAC: &str = "52:54:00:c0:ff:01";
 
@@ -24,7 +29,8 @@ fn main() -> anyhow::Result<()> {
     match cmd.as_str() {
         "demo" => demo(),
         "direct" => direct(),
-        _ => bail!("usage: carte-lab demo | direct"),
+        "bench-flash" => bench_flash(),
+        _ => bail!("usage: carte-lab demo | direct | bench-flash [--layer-mib N] [--memory-mb M] [--cpus N]"),
     }
 }
 
@@ -193,6 +199,82 @@ fn direct() -> anyhow::Result<()> {
     let cmdline = m.wait_cmdline(Duration::from_secs(60))?;
     println!("{CMDLINE_MARKER}{cmdline}");
     println!("({accel}, {:.1} s)", m.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn bench_flash() -> anyhow::Result<()> {
+    let mut spec = flash_bench::Spec {
+        layer_mib: 1024,
+        memory_mb: 512,
+        cpus: 2,
+    };
+    let mut args = std::env::args().skip(2);
+    while let Some(a) = args.next() {
+        let value = args.next().with_context(|| format!("{a} needs a value"))?;
+        match a.as_str() {
+            "--layer-mib" => spec.layer_mib = value.parse().context("--layer-mib")?,
+            "--memory-mb" => spec.memory_mb = value.parse().context("--memory-mb")?,
+            "--cpus" => spec.cpus = value.parse().context("--cpus")?,
+            _ => bail!("unknown argument {a}"),
+        }
+    }
+    println!(
+        "carte-lab: flash benchmark, a {} MiB layer (erofs of /usr/lib files, zstd on the \
+         wire) into the disk cache of a {} MiB, {}-CPU machine ({}, -cpu max); building the \
+         layer...",
+        spec.layer_mib,
+        spec.memory_mb,
+        spec.cpus,
+        accel::accel()
+    );
+    let run = flash_bench::run(&spec)?;
+    let f = |k: &str| run.fields.get(k).cloned().unwrap_or_else(|| "?".into());
+    let n = |k: &str| run.num(k).unwrap_or(f64::NAN);
+    println!(
+        "\n== {} in the cache of a {} MiB machine: {} bytes decoded, {} on the wire",
+        f("layer"),
+        spec.memory_mb,
+        f("layer_bytes"),
+        f("wire_bytes")
+    );
+    println!(
+        "  {:<58} {:>9}",
+        "stage (each alone, over the whole layer)", "MiB/s"
+    );
+    for (key, what) in [
+        ("http", "raw HTTP download of the wire bytes to /dev/null"),
+        (
+            "dd",
+            "raw sequential write of the scratch disk (dd bs=1M, fsync)",
+        ),
+        ("zstd", "zstd decode of the staged wire bytes (from disk)"),
+        ("sha256", "sha256 of the decoded bytes (from memory)"),
+        (
+            "read",
+            "(reading the staged wire bytes back, inside zstd's time)",
+        ),
+    ] {
+        println!("  {what:<58} {:>9.1}", n(&format!("{key}_mibps")));
+    }
+    println!(
+        "  {:<58} {:>9.1}",
+        format!("carte-init fill: fetch, decode, 2 x sha256, write, fsync, commit"),
+        n("flash_mibps")
+    );
+    println!(
+        "\nratio: {:.2} of min(...) = {} at {:.1} MiB/s ({:.1} s for the layer)",
+        n("ratio"),
+        f("bound"),
+        n("bound_mibps"),
+        n("flash_s")
+    );
+    println!(
+        "carte-init peak RSS: {:.1} MiB during the fill, {:.1} MiB over its whole run \
+         (goal: at most 64 MiB)",
+        n("fill_peak_rss_kib") / 1024.0,
+        n("peak_rss_kib") / 1024.0
+    );
+    println!("(machine time {:.0} s)", run.machine_secs);
     Ok(())
 }
 
