@@ -132,6 +132,13 @@ impl Results {
         )
     }
 
+    /// The rate of the stages run one after the other (no overlap at all): what the
+    /// fill would reach with a single CPU and no pipelining.
+    pub fn serial(&self) -> f64 {
+        let secs: f64 = self.stages().iter().map(|(_, r)| 1.0 / r).sum();
+        1.0 / secs
+    }
+
     /// The fill's rate over the bound (1.0 = as fast as the slowest stage alone).
     pub fn ratio(&self) -> f64 {
         mib_per_s(self.layer_bytes, self.flash) / self.bound().1
@@ -158,6 +165,7 @@ impl Results {
         w.push(format!("bound={name}"));
         w.push(format!("bound_mibps={rate:.1}"));
         w.push(format!("ratio={:.3}", self.ratio()));
+        w.push(format!("serial_mibps={:.1}", self.serial()));
         w.push(format!("peak_rss_kib={}", self.peak_rss_kib));
         w.push(format!("fill_peak_rss_kib={}", self.fill_peak_rss_kib));
         w.join(" ")
@@ -452,12 +460,14 @@ mod tests {
         let r = results();
         assert_eq!(r.bound(), ("zstd", 40.0));
         assert!((r.ratio() - 25.0 / 40.0).abs() < 1e-9);
+        // 1 / (1/50 + 1/100 + 1/40 + 1/100) MiB/s: every stage in turn.
+        assert!((r.serial() - 1.0 / 0.065).abs() < 1e-9);
         assert_eq!(
             r.line(),
             "CARTE-BENCH layer=big@1 layer_bytes=104857600 wire_bytes=41943040 flash_s=4.000 \
              flash_mibps=25.0 http_mibps=50.0 dd_mibps=100.0 zstd_mibps=40.0 \
              sha256_mibps=100.0 read_mibps=200.0 bound=zstd bound_mibps=40.0 ratio=0.625 \
-             peak_rss_kib=20000 fill_peak_rss_kib=18000"
+             serial_mibps=15.4 peak_rss_kib=20000 fill_peak_rss_kib=18000"
         );
         // Without encoding there is no zstd stage.
         let plain = Results { zstd: None, ..r };

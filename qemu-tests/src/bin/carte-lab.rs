@@ -269,6 +269,10 @@ fn bench_flash() -> anyhow::Result<()> {
         n("flash_s")
     );
     println!(
+        "(the same stages one after the other, no overlap: {:.1} MiB/s)",
+        n("serial_mibps")
+    );
+    println!(
         "carte-init peak RSS: {:.1} MiB during the fill, {:.1} MiB over its whole run \
          (goal: at most 64 MiB)",
         n("fill_peak_rss_kib") / 1024.0,
