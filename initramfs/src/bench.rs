@@ -61,6 +61,10 @@ pub enum BenchError {
         layer: String,
         source: Box<FillError>,
     },
+    #[error(
+        "bench: the scratch disk {scratch} holds the layer cache ({cache}); name another disk"
+    )]
+    ScratchIsCache { scratch: String, cache: String },
     #[error("bench: reboot after the benchmark: {0}")]
     Reboot(Errno),
 }
@@ -311,15 +315,32 @@ fn timed<T>(f: impl FnOnce() -> T) -> (T, Duration) {
     (out, t.elapsed())
 }
 
-/// The whole benchmark (see the module doc). With the real `Sys` it ends in a reboot.
+/// True when `device` (`/dev/vda1`, `tmpfs`) is the disk `scratch` (`vdb`) or one of its
+/// partitions.
+pub fn on_disk(device: &str, scratch: &str) -> bool {
+    device.strip_prefix("/dev/").is_some_and(|d| {
+        d.strip_prefix(scratch).is_some_and(|rest| {
+            rest.is_empty() || rest.bytes().all(|b| b.is_ascii_digit() || b == b'p')
+        })
+    })
+}
+
+/// The whole benchmark (see the module doc), with the cache on `cache_device`. With the
+/// real `Sys` it ends in a reboot.
 pub fn run(
     sys: &mut dyn Sys,
     agent: &ureq::Agent,
     plan: &Plan,
     env: &Env,
-    scratch_name: &str,
+    (scratch_name, cache_device): (&str, &str),
     report: &mut dyn FnMut(Event),
 ) -> Result<(), BenchError> {
+    if on_disk(cache_device, scratch_name) {
+        return Err(BenchError::ScratchIsCache {
+            scratch: scratch_name.to_string(),
+            cache: cache_device.to_string(),
+        });
+    }
     let layer = pick_layer(&plan.layers).ok_or(BenchError::NoLayer)?;
     let label = format!("{}@{}", layer.name, layer.version);
     let scratch = env.dev_root.join(scratch_name);
@@ -508,6 +529,16 @@ mod tests {
             .map(|b| format!("{b:02x}"))
             .collect();
         assert_eq!(sha256_of(pattern.len() as u64), direct);
+    }
+
+    #[test]
+    fn the_scratch_disk_is_never_the_cache_disk() {
+        assert!(on_disk("/dev/vdb1", "vdb"));
+        assert!(on_disk("/dev/vdb", "vdb"));
+        assert!(on_disk("/dev/nvme1n1p1", "nvme1n1"));
+        assert!(!on_disk("/dev/vda1", "vdb"));
+        assert!(!on_disk("/dev/vdba1", "vdb"));
+        assert!(!on_disk("tmpfs", "vdb"));
     }
 
     #[test]

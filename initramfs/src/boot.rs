@@ -465,7 +465,8 @@ fn after_cmdline(
     }
     if let Some(scratch) = &args.bench {
         let mut report = |e: Event| post(events, e, say);
-        return Ok(bench::run(sys, agent, &plan, env, scratch, &mut report)?);
+        let disks = (scratch.as_str(), prepared.device.as_str());
+        return Ok(bench::run(sys, agent, &plan, env, disks, &mut report)?);
     }
     let files = {
         let mut report = |e: Event| post(events, e, say);
