@@ -575,13 +575,14 @@ fn a_corrupt_layer_on_the_server_is_refused_then_fetched_whole() -> anyhow::Resu
 
 /// Issue 4: a disk that holds a foreign partition table is never written when the policy
 /// does not say `wipe = true`: carte-init says so on the console and the disk's bytes stay
-/// the same.
+/// the same. Once the policy says `wipe = true`, the same disk is re-partitioned and the
+/// machine boots from it.
 #[test]
 fn a_disk_with_foreign_data_is_left_alone() -> anyhow::Result<()> {
     if !prereq::ready("a_disk_with_foreign_data_is_left_alone") {
         return Ok(());
     }
-    let (_, lab, nb) = debian_lab()?;
+    let (seed, lab, mut nb) = debian_lab()?;
     let dir = tempfile::tempdir()?;
     let disk = make_disk(dir.path())?;
     let mut sfdisk = std::process::Command::new("sfdisk");
@@ -619,6 +620,41 @@ fn a_disk_with_foreign_data_is_left_alone() -> anyhow::Result<()> {
     assert!(
         ends(&disk)? == ends_before,
         "the foreign disk's first or last MiB changed"
+    );
+
+    // The same disk once the policy says `wipe = true`: carte-init re-partitions it, and
+    // the machine boots the composed Debian from it.
+    nb.write_policy(
+        "boot.toml",
+        &format!(
+            "{}wipe    = true\n{}",
+            debian::setup("debian", "linux@1", CMDLINE),
+            policy::default_group("debian")
+        ),
+    )?;
+    nb.wait_log(&["policy reloaded"], 1, std::time::Duration::from_secs(10))?;
+    let spec = MachineSpec {
+        pause_on_poweroff: true,
+        ..spec
+    };
+    let b = boot(&lab, &spec, &nb)?;
+    assert!(
+        b.console
+            .contains("carte filesystem /dev/vda1 created (the disk held an MBR"),
+        "the foreign disk was not re-initialised:\n{}",
+        tail(&b.console)
+    );
+    assert_composed(&b, &seed.release1);
+    let (first, _, _) = ends(&disk)?;
+    assert_eq!(
+        &first[510..512],
+        &[0x55, 0xaa],
+        "no protective MBR after the wipe"
+    );
+    assert_eq!(
+        &first[512..520],
+        b"EFI PART",
+        "no GPT header after the wipe"
     );
     Ok(())
 }
