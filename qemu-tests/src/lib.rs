@@ -9,6 +9,7 @@
 
 pub mod accel;
 pub mod assets;
+pub mod busybox;
 pub mod console;
 pub mod debian;
 pub mod dnsmasq;

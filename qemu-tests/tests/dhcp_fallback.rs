@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use qemu_tests::lab::SERVER_ADDR;
 use qemu_tests::netbootd::HTTP_PORT;
-use qemu_tests::{assets, host_kernel, policy, prereq, DhcpMode, Firmware, Lab, Machine};
+use qemu_tests::{assets, busybox, host_kernel, policy, prereq, DhcpMode, Firmware, Lab, Machine};
 use qemu_tests::{MachineSpec, Netbootd};
 
 const MAC: &str = "52:54:00:c0:07:02";
@@ -114,24 +114,6 @@ fn run(cmd: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A root with busybox and an init that says it runs, then powers off.
-fn busybox_root(root: &Path) -> anyhow::Result<()> {
-    for d in ["bin", "sbin", "proc", "sys", "dev", "run", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))?;
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
-    let init = root.join("sbin/init");
-    std::fs::write(
-        &init,
-        "#!/bin/sh\n/bin/busybox echo \"TARGET INIT RUNNING as pid $$\"\n\
-         /bin/busybox sleep 5\n/bin/busybox poweroff -f\n",
-    )?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
-
 /// The kernel image `linux` (host kernel, compose modules) and the system image `bb`
 /// (busybox) in netbootd's store, and the carte initramfs in its data folder.
 fn seed(work: &Path, data: &Path, initramfs: &Path) -> anyhow::Result<()> {
@@ -152,7 +134,7 @@ fn seed(work: &Path, data: &Path, initramfs: &Path) -> anyhow::Result<()> {
         .args(["--push", "linux", "--kind", "kernel", "--data"])
         .arg(data))?;
     let root = work.join("root");
-    busybox_root(&root)?;
+    busybox::root(&root)?;
     run(Command::new(&imaged)
         .args(["build", "dir"])
         .arg(&root)

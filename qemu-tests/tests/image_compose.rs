@@ -17,28 +17,11 @@ use imaged::model::{
 };
 use imaged::store::{self, Store, StoreConfig};
 use qemu_tests::{
-    assets, host_kernel, policy, prereq, DhcpMode, Firmware, Lab, Machine, MachineSpec, Netbootd,
+    assets, busybox, host_kernel, policy, prereq, DhcpMode, Firmware, Lab, Machine, MachineSpec,
+    Netbootd,
 };
 
 const MAC: &str = "52:54:00:c0:07:01";
-
-/// A root with busybox and an init that says it runs, then powers off.
-fn busybox_root(root: &Path) -> anyhow::Result<()> {
-    for d in ["bin", "sbin", "proc", "sys", "dev", "run", "etc", "tmp"] {
-        std::fs::create_dir_all(root.join(d))?;
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox"))?;
-    std::os::unix::fs::symlink("busybox", root.join("bin/sh"))?;
-    let init = root.join("sbin/init");
-    std::fs::write(
-        &init,
-        "#!/bin/sh\n/bin/busybox echo \"TARGET INIT RUNNING as pid $$\"\n\
-         /bin/busybox sleep 5\n/bin/busybox poweroff -f\n",
-    )?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
-}
 
 fn upload(store: &Store, image: &str, l: &BuiltLayer) -> anyhow::Result<Artefact> {
     let admin = Principal::local_admin();
@@ -85,7 +68,7 @@ fn an_image_setup_composes_and_runs_the_target_init() -> anyhow::Result<()> {
         &BuildOptions::new(work.path().join("kernel")),
     )?;
     let root = work.path().join("root");
-    busybox_root(&root)?;
+    busybox::root(&root)?;
     let sys = build::from_dir(&root, &BuildOptions::new(work.path().join("sys")))?;
 
     let lab = Lab::new()?;
