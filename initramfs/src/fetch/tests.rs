@@ -210,7 +210,7 @@ fn zstd_download_decodes_and_checks_both_hashes() {
         sha256_written: sha(b"other"),
         ..src
     };
-    let srv2 = serve(wire, Mode::Good);
+    let srv2 = serve(wire.clone(), Mode::Good);
     let (r, _) = run(
         &Source {
             url: srv2.url.clone(),
@@ -220,6 +220,23 @@ fn zstd_download_decodes_and_checks_both_hashes() {
     );
     assert!(matches!(r, Err(FetchError::WrittenSha256 { .. })), "{r:?}");
     assert!(!d.path().join("x.part").exists());
+
+    // Right decoded bytes, but the wire bytes are not the blob the plan names: refused on
+    // the wire hash (computed on its own thread), which names what was received.
+    let srv3 = serve(wire.clone(), Mode::Good);
+    let (r, _) = run(
+        &Source {
+            url: srv3.url.clone(),
+            sha256: sha(b"another blob"),
+            sha256_written: sha(&raw),
+            ..bad
+        },
+        d.path(),
+    );
+    match r {
+        Err(FetchError::Sha256 { got, .. }) => assert_eq!(got, sha(&wire)),
+        other => panic!("expected a wire sha256 mismatch, got {other:?}"),
+    }
 }
 
 #[test]
