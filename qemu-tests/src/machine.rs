@@ -170,32 +170,8 @@ fn base_command(
 impl Machine {
     /// Starts a machine that boots from the network on `spec.tap` in `lab`.
     pub fn pxe(lab: &Lab, spec: &MachineSpec) -> Result<Self, MachineError> {
-        let accel = spec.accel.clone().unwrap_or_else(crate::accel::accel);
-        let dir = Self::workdir(&spec.name)?;
-        let mut qemu = lab.command("qemu-system-x86_64");
-        base_command(
-            &mut qemu,
-            &spec.name,
-            spec.firmware,
-            spec.memory_mb,
-            &accel,
-            dir.path(),
-        )?;
-        qemu.args(["-smp", &spec.cpus.to_string()]);
-        if let Some(model) = &spec.cpu_model {
-            qemu.args(["-cpu", model]);
-        }
         let rom = if spec.nic_rom { "" } else { ",romfile=" };
-        qemu.arg("-netdev")
-            .arg(format!(
-                "tap,id=n0,ifname={},script=no,downscript=no",
-                spec.tap
-            ))
-            .arg("-device")
-            .arg(format!(
-                "virtio-net-pci,netdev=n0,mac={},bootindex=1{rom}",
-                spec.mac
-            ));
+        let (mut qemu, dir) = Self::on_lab(lab, spec, &format!(",bootindex=1{rom}"))?;
         if spec.pause_on_poweroff {
             qemu.args(["-action", "shutdown=pause"]);
         }
@@ -250,6 +226,22 @@ impl Machine {
         initrd: &Path,
         append: &str,
     ) -> Result<Self, MachineError> {
+        let (mut qemu, dir) = Self::on_lab(lab, spec, ",romfile=")?;
+        qemu.arg("-kernel")
+            .arg(kernel)
+            .arg("-initrd")
+            .arg(initrd)
+            .args(["-append", append]);
+        Self::spawn(&spec.name, qemu, dir)
+    }
+
+    /// QEMU in `lab` with the firmware, memory, CPUs and console of `spec`, and its NIC on
+    /// `spec.tap` (`nic_options` appended to the NIC device), plus the machine's folder.
+    fn on_lab(
+        lab: &Lab,
+        spec: &MachineSpec,
+        nic_options: &str,
+    ) -> Result<(Command, tempfile::TempDir), MachineError> {
         let accel = spec.accel.clone().unwrap_or_else(crate::accel::accel);
         let dir = Self::workdir(&spec.name)?;
         let mut qemu = lab.command("qemu-system-x86_64");
@@ -261,6 +253,10 @@ impl Machine {
             &accel,
             dir.path(),
         )?;
+        qemu.args(["-smp", &spec.cpus.to_string()]);
+        if let Some(model) = &spec.cpu_model {
+            qemu.args(["-cpu", model]);
+        }
         qemu.arg("-netdev")
             .arg(format!(
                 "tap,id=n0,ifname={},script=no,downscript=no",
@@ -268,15 +264,10 @@ impl Machine {
             ))
             .arg("-device")
             .arg(format!(
-                "virtio-net-pci,netdev=n0,mac={},romfile=",
+                "virtio-net-pci,netdev=n0,mac={}{nic_options}",
                 spec.mac
-            ))
-            .arg("-kernel")
-            .arg(kernel)
-            .arg("-initrd")
-            .arg(initrd)
-            .args(["-append", append]);
-        Self::spawn(&spec.name, qemu, dir)
+            ));
+        Ok((qemu, dir))
     }
 
     fn workdir(name: &str) -> Result<tempfile::TempDir, MachineError> {

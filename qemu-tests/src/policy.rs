@@ -31,6 +31,17 @@ pub fn builtin_for_everyone(answer: &str) -> String {
     default_group(answer)
 }
 
+/// A whole policy file: every machine gets the image setup `lab`, the newest `linux`
+/// kernel image with the busybox system `bb@1` ([`crate::busybox`]), diskless, with an
+/// ephemeral machine layer.
+pub fn busybox_compose_for_everyone() -> String {
+    format!(
+        "[setup.lab]\nkernel = \"linux@latest\"\nlayers = [\"bb@1\"]\n\
+         machine = \"ephemeral\"\ndisk = \"none\"\ncmdline = \"{BASE_CMDLINE}\"\n{}",
+        default_group("lab")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -190,15 +190,7 @@ fn without_ip_on_its_command_line_carte_init_gets_a_dhcp_lease() -> anyhow::Resu
         &["--dhcp-router", SERVER_ADDR],
     )?;
     seed(work.path(), &netbootd.data_dir(), &initramfs)?;
-    netbootd.write_policy(
-        "boot.toml",
-        &format!(
-            "[setup.lab]\nkernel = \"linux@latest\"\nlayers = [\"bb@1\"]\n\
-             machine = \"ephemeral\"\ndisk = \"none\"\ncmdline = \"{}\"\n{}",
-            policy::BASE_CMDLINE,
-            policy::default_group("lab")
-        ),
-    )?;
+    netbootd.write_policy("boot.toml", &policy::busybox_compose_for_everyone())?;
     netbootd.wait_log(&["policy reloaded"], 1, Duration::from_secs(10))?;
 
     // What iPXE would fetch and boot, minus the lease.

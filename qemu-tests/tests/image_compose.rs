@@ -110,15 +110,7 @@ fn an_image_setup_composes_and_runs_the_target_init() -> anyhow::Result<()> {
     std::fs::create_dir_all(data.join("carte"))?;
     std::fs::copy(&initramfs, data.join("carte/initramfs.cpio.zst"))?;
 
-    netbootd.write_policy(
-        "boot.toml",
-        &format!(
-            "[setup.lab]\nkernel = \"linux@latest\"\nlayers = [\"bb@1\"]\n\
-             machine = \"ephemeral\"\ndisk = \"none\"\ncmdline = \"{}\"\n{}",
-            policy::BASE_CMDLINE,
-            policy::default_group("lab")
-        ),
-    )?;
+    netbootd.write_policy("boot.toml", &policy::busybox_compose_for_everyone())?;
     netbootd.wait_log(&["policy reloaded"], 1, Duration::from_secs(10))?;
 
     let mut m = Machine::pxe(
