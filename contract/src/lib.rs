@@ -12,7 +12,9 @@ mod plan;
 mod state;
 
 pub use event::{Event, Stage};
-pub use paths::{events_path, file_name, plan_path, sync_machine_path, PLAN_FILE_IN_TARGET};
+pub use paths::{
+    events_path, file_name, plan_path, sync_layer_path, sync_machine_path, PLAN_FILE_IN_TARGET,
+};
 pub use plan::{
     DiskRule, DiskSelect, Encoding, Format, Layer, LayerKind, MachineId, MachineLayerPolicy, Mode,
     Plan, SyncBack, SyncTarget, DEFAULT_INIT,

@@ -22,6 +22,13 @@ pub fn sync_machine_path(mac: &str) -> String {
     format!("/api/v1/machines/{mac}/sync/machine")
 }
 
+/// The path (below `carte.server`) where a machine PUTs the tar of a writable layer's upper
+/// (its changes) when its plan asks for that layer's sync-back, with the plan's token as
+/// `Authorization: Bearer`. `name` is an image name (`a-z 0-9 . _ -`), safe in a path.
+pub fn sync_layer_path(mac: &str, name: &str) -> String {
+    format!("/api/v1/machines/{mac}/sync/layer/{name}")
+}
+
 /// A layer name as one file or folder name: ASCII letters, digits, `.`, `_` and `-` kept,
 /// anything else `_`. carte-init's compose and sync-back, and carte-shim, name a layer's
 /// folders and files with it, so they agree on where each layer's upper lives.
@@ -54,6 +61,10 @@ mod tests {
         assert_eq!(
             sync_machine_path("52:54:00:00:00:01"),
             "/api/v1/machines/52:54:00:00:00:01/sync/machine"
+        );
+        assert_eq!(
+            sync_layer_path("52:54:00:00:00:01", "alice-home"),
+            "/api/v1/machines/52:54:00:00:00:01/sync/layer/alice-home"
         );
     }
 

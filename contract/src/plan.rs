@@ -136,6 +136,28 @@ pub struct Layer {
     /// A command carte-shim runs once booted (project layers), inside the target root.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub autostart: Option<String>,
+    /// The changes the server holds for this writable layer (a `tar` version of the same
+    /// image, synced back from a machine's upper; `version` above is the version those
+    /// changes apply on top of). The machine unpacks it into the layer's upper only when
+    /// its disk has none for this layer; otherwise its own, newer, upper wins. Set only
+    /// on a layer with a mount point that is not lazy, when the setup syncs back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Box<Layer>>,
+}
+
+impl Layer {
+    /// Whether carte-init mounts this layer read-write (its own overlay at its mount
+    /// point, upper on the machine's disk): a user, temporary or project layer with a
+    /// mount point that is needed to reach init. Lazy layers are mounted read-only by
+    /// carte-shim after boot, and layers without a mount point are read-only lowers of `/`.
+    pub fn writable(&self) -> bool {
+        self.mount_point.is_some()
+            && !self.lazy
+            && matches!(
+                self.kind,
+                LayerKind::User | LayerKind::Temporary | LayerKind::Project
+            )
+    }
 }
 
 /// Image kinds (design §4).
@@ -168,7 +190,8 @@ pub enum Format {
     Squashfs,
     /// Raw bytes: a whole-disk image in `disk` mode; never mounted.
     Raw,
-    /// A tar of an overlay upper (a machine layer backup); unpacked, never mounted.
+    /// A tar of an overlay upper (a machine layer backup, or the changes of a writable
+    /// layer); unpacked, never mounted.
     Tar,
 }
 
@@ -243,6 +266,7 @@ mod tests {
             mount_point: None,
             lazy: false,
             autostart: None,
+            restore: None,
         }
     }
 
@@ -331,6 +355,37 @@ mod tests {
         let mut v = serde_json::to_value(plan()).expect("serialise");
         v["colour"] = "blue".into();
         assert!(serde_json::from_value::<Plan>(v).is_err());
+    }
+
+    #[test]
+    fn a_layer_restore_round_trips_and_only_mounted_non_lazy_data_layers_are_writable() {
+        let mut home = layer("alice-home", LayerKind::User);
+        assert!(!home.writable(), "no mount point: a lower of /");
+        home.mount_point = Some("/home/alice".into());
+        assert!(home.writable());
+        home.restore = Some(Box::new(Layer {
+            version: 4,
+            format: Format::Tar,
+            ..layer("alice-home", LayerKind::User)
+        }));
+        let mut p = plan();
+        p.layers.push(home);
+        let json = serde_json::to_value(&p).expect("serialise");
+        assert_eq!(json["layers"][3]["restore"]["format"], "tar");
+        assert_eq!(json["layers"][3]["restore"]["version"], 4);
+        assert!(json["layers"][0].get("restore").is_none());
+        let back: Plan = serde_json::from_value(json).expect("parse");
+        assert_eq!(back, p);
+
+        let exp = &plan().layers[2];
+        assert!(exp.mount_point.is_some() && exp.lazy);
+        assert!(
+            !exp.writable(),
+            "lazy layers are mounted read-only by the shim"
+        );
+        let mut system = layer("debian", LayerKind::System);
+        system.mount_point = Some("/opt".into());
+        assert!(!system.writable());
     }
 
     #[test]

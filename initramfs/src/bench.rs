@@ -561,6 +561,7 @@ mod tests {
             mount_point: None,
             lazy: false,
             autostart: None,
+            restore: None,
         };
         let layers = [
             layer("modules", 5000),

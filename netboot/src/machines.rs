@@ -250,6 +250,7 @@ mod tests {
                 mount_point: None,
                 lazy: false,
                 autostart: None,
+                restore: None,
             }],
             machine_layer: MachineLayerPolicy::Persist,
             sync_back: vec![],

@@ -105,6 +105,7 @@ fn layer(store: &Store, r: &ImageRef, base: &str, used: Use) -> Result<Layer, Pl
         mount_point: m.mount_point.clone(),
         lazy: m.lazy,
         autostart: m.autostart.clone(),
+        restore: None,
     })
 }
 

@@ -118,6 +118,7 @@ mod tests {
             mount_point: Some(format!("/srv/{name}")),
             lazy,
             autostart: autostart.map(str::to_string),
+            restore: None,
         }
     }
 

@@ -150,6 +150,7 @@ mod tests {
             mount_point: Some(format!("/srv/{name}")),
             lazy: true,
             autostart: Some("true".into()),
+            restore: None,
         })
     }
 

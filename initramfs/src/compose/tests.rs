@@ -19,6 +19,7 @@ fn layer(name: &str, kind: LayerKind, sha: char) -> Layer {
         mount_point: None,
         lazy: false,
         autostart: None,
+        restore: None,
     }
 }
 

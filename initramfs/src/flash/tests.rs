@@ -42,6 +42,7 @@ fn layer(url: &str, wire: &[u8], raw: &[u8]) -> Layer {
         mount_point: None,
         lazy: false,
         autostart: None,
+        restore: None,
     }
 }
 

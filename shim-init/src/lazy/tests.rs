@@ -64,6 +64,7 @@ fn layer(url: &str, body: &[u8], mount_point: Option<&str>) -> Layer {
         mount_point: mount_point.map(str::to_string),
         lazy: true,
         autostart: None,
+        restore: None,
     }
 }
 
