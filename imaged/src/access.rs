@@ -70,6 +70,21 @@ pub fn allowed(who: &Principal, image: &Image, project: Option<&Project>, access
     }
 }
 
+/// Whom a machine's sync-back of a writable layer of `image` writes as: the image's owner
+/// (with no admin role), since the changes are that owner's data coming back from a
+/// machine their setup mounted it on; `None` for kinds that are never writable on a
+/// machine (kernel, system, machine — the machine layer has its own route) and for a
+/// project image whose owner is no longer a member. The caller (netbootd) has checked
+/// that the machine's current plan mounts this image writable and asks for its changes.
+pub fn sync_writer(image: &Image, project: Option<&Project>) -> Option<Principal> {
+    let owner = Principal::new(&image.owner, Role::User);
+    match image.kind {
+        ImageKind::User | ImageKind::Temporary => Some(owner),
+        ImageKind::Project => member(&owner, project).then_some(owner),
+        ImageKind::Kernel | ImageKind::System | ImageKind::Machine => None,
+    }
+}
+
 /// Why `who` may not create `new`, or `None` when they may. `project` is the project
 /// `new.project` names, if it exists.
 pub fn create_denied(who: &Principal, new: &NewImage, project: Option<&Project>) -> Option<String> {
@@ -139,6 +154,42 @@ mod tests {
         check(Project, "lead", all);
         check(Project, "stranger", none);
         check(Project, "admin", admin_rd);
+    }
+
+    #[test]
+    fn sync_back_writes_as_the_owner_of_writable_kinds_only() {
+        let image = |kind| Image {
+            name: "i".into(),
+            kind,
+            owner: "alice".into(),
+            project: (kind == Project).then(|| "p".into()),
+            expires_at: None,
+            created_at: 0,
+        };
+        let project = |members: &[&str]| crate::model::Project {
+            name: "p".into(),
+            owner: "lead".into(),
+            members: members.iter().map(|m| m.to_string()).collect(),
+        };
+        let alice = Principal::new("alice", Role::User);
+        assert_eq!(sync_writer(&image(User), None), Some(alice.clone()));
+        assert_eq!(sync_writer(&image(Temporary), None), Some(alice.clone()));
+        let with_alice = project(&["lead", "alice"]);
+        assert_eq!(
+            sync_writer(&image(Project), Some(&with_alice)),
+            Some(alice.clone())
+        );
+        assert_eq!(
+            sync_writer(&image(Project), Some(&project(&["lead"]))),
+            None
+        );
+        for kind in [Kernel, System, Machine] {
+            assert_eq!(sync_writer(&image(kind), None), None, "{kind}");
+        }
+        // What it returns may write exactly what the kind contract lets the owner write.
+        let w = sync_writer(&image(User), None).expect("writer");
+        assert!(!w.is_admin());
+        assert!(allowed(&w, &image(User), None, Write));
     }
 
     #[test]

@@ -190,6 +190,7 @@ fn push_built(
         lazy: common.lazy,
         autostart: common.autostart.clone(),
         kernel_release: release,
+        base: None,
     };
     upload_version(b, name, files, layer)
 }

@@ -1,7 +1,10 @@
 //! What a well-formed image or version of each kind must carry: the shape half of the kind
 //! contracts (who may act is `access.rs`). Pure functions, no IO; each refusal says why.
 
-use crate::model::{check_name, ArtefactName, Encoding, Image, ImageKind, NewImage, NewVersion};
+use crate::model::{
+    check_name, ArtefactName, Encoding, Image, ImageKind, LayerFormat, LayerMeta, NewImage,
+    NewVersion, Version,
+};
 
 /// Checks a new image's fields against its kind.
 pub fn check_new_image(new: &NewImage) -> Result<(), String> {
@@ -69,6 +72,26 @@ pub fn check_new_version(image: &Image, new: &NewVersion) -> Result<(), String> 
             ));
         }
     }
+    if meta.base.is_some() {
+        // Changes of a writable layer: a tar unpacked into the layer's upper; where and
+        // how it is mounted is the base version's business.
+        if !matches!(
+            kind,
+            ImageKind::User | ImageKind::Temporary | ImageKind::Project
+        ) {
+            return Err(format!(
+                "a {kind} image has no writable layer to take changes"
+            ));
+        }
+        if meta.format != LayerFormat::Tar {
+            return Err("changes on top of a base version must be a tar".into());
+        }
+        if meta.mount_point.is_some() || meta.lazy || meta.autostart.is_some() {
+            return Err(
+                "changes take mount_point, lazy and autostart from their base version".into(),
+            );
+        }
+    }
     match meta.encoding {
         Encoding::None => {
             if meta
@@ -90,6 +113,26 @@ pub fn check_new_version(image: &Image, new: &NewVersion) -> Result<(), String> 
                 );
             }
         }
+    }
+    Ok(())
+}
+
+/// Checks that `base`, the version a new `tar` of changes names, is one machines mount
+/// read-write: a mountable filesystem with a mount point, not lazy, not itself changes.
+pub fn check_base(base: &Version) -> Result<(), String> {
+    let m: &LayerMeta = &base.layer;
+    let label = format!("{}@{}", base.image, base.number);
+    if !matches!(
+        m.format,
+        LayerFormat::Erofs | LayerFormat::Ext4 | LayerFormat::Squashfs
+    ) || m.base.is_some()
+    {
+        return Err(format!("base {label} is not a mountable layer"));
+    }
+    if m.mount_point.is_none() || m.lazy {
+        return Err(format!(
+            "base {label} is not mounted read-write (it needs a mount point and must not be lazy)"
+        ));
     }
     Ok(())
 }
@@ -207,5 +250,52 @@ mod tests {
             version(&[Layer], |m| m.written_sha256 = Some(sha256_of(b"w"))),
             false,
         );
+    }
+
+    #[test]
+    fn changes_are_tars_of_writable_kinds_without_clauses_of_their_own() {
+        use ArtefactName::*;
+        use ImageKind::*;
+        let changes = |m: &mut LayerMeta| *m = LayerMeta::changes(1);
+        for kind in [User, Temporary, Project] {
+            check(kind, version(&[Layer], changes), true);
+        }
+        for kind in [System, Machine] {
+            check(kind, version(&[Layer], changes), false);
+        }
+        let erofs = |m: &mut LayerMeta| m.base = Some(1);
+        check(User, version(&[Layer], erofs), false);
+        let mounted = |m: &mut LayerMeta| {
+            *m = LayerMeta::changes(1);
+            m.mount_point = Some("/home/alice".into());
+        };
+        check(User, version(&[Layer], mounted), false);
+        let lazy = |m: &mut LayerMeta| {
+            *m = LayerMeta::changes(1);
+            m.lazy = true;
+        };
+        check(Project, version(&[Layer], lazy), false);
+    }
+
+    #[test]
+    fn a_base_is_a_mounted_writable_filesystem() {
+        let base = |edit: &dyn Fn(&mut LayerMeta)| {
+            let mut layer = LayerMeta::plain(LayerFormat::Erofs);
+            layer.mount_point = Some("/home/alice".into());
+            edit(&mut layer);
+            Version {
+                image: "alice-home".into(),
+                number: 1,
+                created_at: 0,
+                layer,
+                artefacts: BTreeMap::new(),
+            }
+        };
+        assert!(check_base(&base(&|_| {})).is_ok());
+        let e = check_base(&base(&|m| m.mount_point = None)).expect_err("no mount point");
+        assert!(e.contains("alice-home@1"), "{e}");
+        assert!(check_base(&base(&|m| m.lazy = true)).is_err());
+        assert!(check_base(&base(&|m| *m = LayerMeta::changes(1))).is_err());
+        assert!(check_base(&base(&|m| m.format = LayerFormat::Raw)).is_err());
     }
 }

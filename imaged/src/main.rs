@@ -423,6 +423,7 @@ fn push(b: &dyn Backend, a: PushArgs) -> Result<Version> {
         lazy: a.lazy,
         autostart: a.autostart,
         kernel_release: a.kernel_release,
+        base: None,
     };
     upload_version(b, &a.name, files, layer)
 }

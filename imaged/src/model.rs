@@ -329,6 +329,13 @@ pub struct LayerMeta {
     /// `uname -r` of the kernel (kernel images only, required there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel_release: Option<String>,
+    /// For a `tar` of changes (a writable user, temporary or project layer's upper, synced
+    /// back from a machine): the version of the same image those changes apply on top of.
+    /// That version is what machines mount; this one is unpacked into the layer's upper.
+    /// Absent for every other version (kept in the version row's JSON like the rest, so
+    /// older rows simply have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<u32>,
 }
 
 impl LayerMeta {
@@ -343,6 +350,15 @@ impl LayerMeta {
             lazy: false,
             autostart: None,
             kernel_release: None,
+            base: None,
+        }
+    }
+
+    /// Metadata of a `tar` of changes that applies on top of version `base`.
+    pub fn changes(base: u32) -> LayerMeta {
+        LayerMeta {
+            base: Some(base),
+            ..LayerMeta::plain(LayerFormat::Tar)
         }
     }
 }

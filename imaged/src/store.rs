@@ -398,6 +398,12 @@ impl Store {
         let img = self.image_for(who, image, Access::Write)?;
         contract::check_new_version(&img, &new).map_err(StoreError::Invalid)?;
         let earlier = self.meta.versions(image)?;
+        if let Some(base) = new.layer.base {
+            let v = earlier.iter().find(|v| v.number == base).ok_or_else(|| {
+                StoreError::Invalid(format!("base version {image}@{base} does not exist"))
+            })?;
+            contract::check_base(v).map_err(StoreError::Invalid)?;
+        }
         for (name, a) in &new.artefacts {
             // Only blobs sent to this image (or already in one of its versions): knowing
             // a digest of someone else's blob must not let a caller read it.
@@ -436,6 +442,49 @@ impl Store {
         self.meta
             .add_version(image, &new, now())?
             .ok_or_else(|| StoreError::NotFound(format!("image {image}")))
+    }
+
+    /// Records the changes a machine synced back for the writable layer `image`: `body`
+    /// (a tar of the layer's overlay upper, sha256 `declared`) becomes the next version,
+    /// a `tar` whose `base` is version `base` (the version that machine mounts). It writes
+    /// as [`access::sync_writer`] says (the image's owner), so the kind contracts hold;
+    /// netbootd calls it only for a layer the machine's current plan mounts writable and
+    /// asks to sync back. The base is checked before anything is stored; a body that does
+    /// not match `declared`, or is cut off, leaves no version.
+    pub fn add_synced_changes(
+        &self,
+        image: &str,
+        base: u32,
+        body: &mut dyn Read,
+        declared: &Digest,
+    ) -> Result<Version, StoreError> {
+        let img = self
+            .meta
+            .image(image)?
+            .ok_or_else(|| StoreError::NotFound(format!("image {image}")))?;
+        let project = self.project_of(&img)?;
+        let who = access::sync_writer(&img, project.as_ref()).ok_or_else(|| {
+            StoreError::Forbidden(format!(
+                "{} image {image} takes no changes from machines",
+                img.kind
+            ))
+        })?;
+        let v = self
+            .meta
+            .version(image, crate::model::VersionSpec::Exact(base))?
+            .ok_or_else(|| {
+                StoreError::Invalid(format!("base version {image}@{base} does not exist"))
+            })?;
+        contract::check_base(&v).map_err(StoreError::Invalid)?;
+        let artefact = self.upload_blob(&who, image, body, Some(declared))?;
+        self.add_version(
+            &who,
+            image,
+            NewVersion {
+                layer: crate::model::LayerMeta::changes(base),
+                artefacts: [(ArtefactName::Layer, artefact)].into(),
+            },
+        )
     }
 
     /// One version; `@latest` resolves to the highest.
