@@ -152,6 +152,7 @@ impl Machines {
             r.plan
                 .layers
                 .iter()
+                .chain(r.plan.layers.iter().filter_map(|l| l.restore.as_deref()))
                 .chain(&r.plan.machine_restore)
                 .find(|l| l.sha256 == digest.as_str())
                 .map(|l| (l.name.clone(), l.version))

@@ -8,8 +8,15 @@
 //! It reads versions from the store (blocking) and decides nothing the policy did not
 //! say. With `sync = "on-next-boot"` on a persistent machine layer the plan asks carte-init
 //! to upload the last session's machine layer (`PUT` [`carte_contract::sync_machine_path`])
-//! before it composes. Not here yet: restoring a machine layer version onto a new disk,
-//! and syncing writable user or project layers.
+//! and the upper of each writable layer (a user, temporary or project layer with a mount
+//! point that is not lazy: `PUT` [`carte_contract::sync_layer_path`]) before it composes,
+//! and names the newest machine layer version as `machine_restore`. Lazy layers get no
+//! sync-back: carte-shim mounts them read-only, so they have no upper.
+//!
+//! A user or project reference that resolves to a `tar` of changes (a version a machine
+//! synced back, with a `base`) mounts its base version and names the changes as that
+//! layer's `restore`, which carte-init unpacks into the layer's upper on a disk that has
+//! none. The upper lives on the machine's disk, so that takes a persistent machine layer.
 
 use carte_contract::{
     DiskRule, DiskSelect, Encoding, Format, Layer, LayerKind, MachineId, MachineLayerPolicy, Mode,
@@ -33,8 +40,18 @@ pub enum PlanError {
     RawDisk { image: ImageRef },
     #[error("plan: flash {image}: not a raw disk image (imaged build raw makes one)")]
     NotRaw { image: ImageRef },
-    #[error("plan: layer {image}: only a machine layer backup is a tar, and it is never mounted")]
+    #[error("plan: layer {image}: only a machine layer backup or a layer's changes is a tar, and it is never mounted")]
     Tar { image: ImageRef },
+    #[error(
+        "plan: layer {image}: version {version} holds changes synced back from a machine, \
+         which only a persistent machine layer can restore (set machine = \"persist\" or name \
+         the base version {base})"
+    )]
+    ChangesNeedPersist {
+        image: ImageRef,
+        version: u32,
+        base: u32,
+    },
 }
 
 fn kind(k: ImageKind) -> LayerKind {
@@ -109,6 +126,36 @@ fn layer(store: &Store, r: &ImageRef, base: &str, used: Use) -> Result<Layer, Pl
     })
 }
 
+/// A user or project layer of the plan: the version `r` means now or, when that version
+/// is a `tar` of changes (it has a `base`), its base version with the changes as the
+/// layer's `restore`. `persist` says whether the machine layer (where uppers live) stays
+/// on the disk; without it such changes cannot be restored and the plan is refused.
+fn data_layer(store: &Store, r: &ImageRef, base: &str, persist: bool) -> Result<Layer, PlanError> {
+    let who = Principal::local_admin();
+    let v = store.version(&who, r).map_err(|source| PlanError::Store {
+        image: r.clone(),
+        source,
+    })?;
+    let Some(on) = v.layer.base else {
+        return layer(store, r, base, Use::Mount);
+    };
+    if !persist {
+        return Err(PlanError::ChangesNeedPersist {
+            image: r.clone(),
+            version: v.number,
+            base: on,
+        });
+    }
+    let exact = |n| ImageRef {
+        name: r.name.clone(),
+        version: model::VersionSpec::Exact(n),
+    };
+    let changes = layer(store, &exact(v.number), base, Use::Restore)?;
+    let mut mounted = layer(store, &exact(on), base, Use::Mount)?;
+    mounted.restore = Some(Box::new(changes));
+    Ok(mounted)
+}
+
 /// The plan for `mac` booting `spec` with the already resolved `kernel`; `token` is this
 /// boot's token, `base` the server as machines see it.
 pub fn build(
@@ -120,23 +167,30 @@ pub fn build(
     token: &str,
     base: &str,
 ) -> Result<Plan, PlanError> {
+    let persist = spec.machine == MachineLayer::Persist;
     let (mode, layers) = match &spec.flash {
         Some(image) => (Mode::Disk, vec![layer(store, image, base, Use::Flash)?]),
         None => {
             let mut layers = vec![layer(store, &kernel.version, base, Use::Mount)?];
-            for r in spec.layers.iter().chain(&spec.user).chain(&spec.project) {
+            for r in &spec.layers {
                 layers.push(layer(store, r, base, Use::Mount)?);
+            }
+            for r in spec.user.iter().chain(&spec.project) {
+                layers.push(data_layer(store, r, base, persist)?);
             }
             (Mode::Compose, layers)
         }
     };
-    let syncs = spec.sync == SyncPolicy::OnNextBoot
-        && spec.machine == MachineLayer::Persist
-        && spec.flash.is_none();
+    let syncs = spec.sync == SyncPolicy::OnNextBoot && persist && spec.flash.is_none();
     let machine_restore = if syncs {
         machine_backup(store, mac, base)?
     } else {
         None
+    };
+    let sync_back = if syncs {
+        sync_targets(&layers, mac, base)
+    } else {
+        Vec::new()
     };
     Ok(Plan {
         machine: MachineId {
@@ -161,21 +215,32 @@ pub fn build(
         },
         // The machine layer goes back only where it persists (an ephemeral one is gone).
         machine_restore,
-        sync_back: if syncs {
-            vec![SyncBack {
-                target: SyncTarget::Machine,
-                upload_url: format!(
-                    "{base}{}",
-                    carte_contract::sync_machine_path(&mac.to_string())
-                ),
-            }]
-        } else {
-            Vec::new()
-        },
+        sync_back,
         init: DEFAULT_INIT.to_string(),
         token: token.to_string(),
         events_url: format!("{base}{}", carte_contract::events_path(&mac.to_string())),
     })
+}
+
+/// What a syncing plan asks carte-init to upload: the machine layer, then the upper of
+/// each writable layer (once per name), each to its own route.
+fn sync_targets(layers: &[Layer], mac: MacAddr, base: &str) -> Vec<SyncBack> {
+    let mac = mac.to_string();
+    let mut out = vec![SyncBack {
+        target: SyncTarget::Machine,
+        upload_url: format!("{base}{}", carte_contract::sync_machine_path(&mac)),
+    }];
+    for l in layers.iter().filter(|l| l.writable()) {
+        let target = SyncTarget::Layer(l.name.clone());
+        if out.iter().any(|s| s.target == target) {
+            continue;
+        }
+        out.push(SyncBack {
+            target,
+            upload_url: format!("{base}{}", carte_contract::sync_layer_path(&mac, &l.name)),
+        });
+    }
+    out
 }
 
 /// The newest version of `mac`'s machine image (its last synced-back machine layer), if
@@ -197,3 +262,6 @@ fn machine_backup(store: &Store, mac: MacAddr, base: &str) -> Result<Option<Laye
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests;

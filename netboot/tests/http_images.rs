@@ -630,3 +630,217 @@ async fn a_machine_syncs_its_layer_back_only_when_its_plan_says_so() {
     let r = put("52:54:00:00:00:02", other, sha).await;
     assert_eq!(r.status, 403, "{}", r.text());
 }
+
+/// The versions of `image` in `store`, as `(number, format, base)`.
+fn versions_of(store: &Store, image: &str) -> Vec<(u32, LayerFormat, Option<u32>)> {
+    store
+        .show_image(&Principal::local_admin(), image)
+        .expect("show")
+        .versions
+        .iter()
+        .map(|v| (v.number, v.layer.format, v.layer.base))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_machine_syncs_a_writable_layer_back_only_when_its_plan_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let refs = PolicyReferences::default();
+    let store = open_store(&data, refs.clone()).expect("store");
+    push(
+        &store,
+        "linux",
+        ImageKind::Kernel,
+        &kernel_files(b"MZ", b"070701"),
+        Some("6.1.0-carte"),
+    );
+    push(
+        &store,
+        "debian",
+        ImageKind::System,
+        &[(ArtefactName::Layer, b"a system layer".as_slice())],
+        None,
+    );
+    // alice's own user layer, mounted read-write at /home/alice.
+    let alice = Principal::new("alice", Role::User);
+    store
+        .create_image(
+            &alice,
+            NewImage {
+                name: "alice-home".into(),
+                kind: ImageKind::User,
+                project: None,
+                expires_at: None,
+            },
+        )
+        .expect("create");
+    let home = b"erofs of alice's home".as_slice();
+    let a = store
+        .upload_blob(&alice, "alice-home", &mut &home[..], Some(&sha256_of(home)))
+        .expect("upload");
+    let mut layer = LayerMeta::plain(LayerFormat::Erofs);
+    layer.mount_point = Some("/home/alice".into());
+    store
+        .add_version(
+            &alice,
+            "alice-home",
+            NewVersion {
+                layer,
+                artefacts: [(ArtefactName::Layer, a)].into(),
+            },
+        )
+        .expect("version");
+    write(&data.join("carte/initramfs.cpio.zst"), b"carte initramfs");
+    let (addr, _stop) = serve_policy(
+        dir.path(),
+        &store,
+        &refs,
+        b"[setup.sync]\nkernel = \"linux@1\"\nlayers = [\"debian@1\"]\n\
+          user = [\"alice-home@latest\"]\nsync = \"on-next-boot\"\n\
+          [setup.nosync]\nkernel = \"linux@1\"\nlayers = [\"debian@1\"]\n\
+          user = [\"alice-home@latest\"]\n\
+          [[group]]\nmatch = { mac = [\"52:54:00:00:00:02\"] }\nsetup = \"nosync\"\n\
+          [[group]]\nsetup = \"sync\"\n",
+    )
+    .await;
+    let boot = |mac: &'static str| async move {
+        let script = request(addr, "GET", &format!("/ipxe/{mac}?platform=pcbios"), &[]).await;
+        assert_eq!(script.status, 200, "{}", script.text());
+        let token = script
+            .text()
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("carte.token="))
+            .expect("a boot token")
+            .to_string();
+        let bearer = format!("Bearer {token}");
+        let r = request(
+            addr,
+            "GET",
+            &carte_contract::plan_path(mac),
+            &[("Authorization", &bearer)],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let plan: carte_contract::Plan = serde_json::from_slice(&r.body).expect("plan");
+        (bearer, plan)
+    };
+    let tar = b"a tar of alice's upper".as_slice();
+    let sha = sha256_of(tar).to_string();
+    let put = |mac: &'static str, layer: &'static str, headers: Vec<(String, String)>| async move {
+        let h: Vec<(&str, &str)> = headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        request_with_body(
+            addr,
+            "PUT",
+            &carte_contract::sync_layer_path(mac, layer),
+            &h,
+            tar,
+        )
+        .await
+    };
+    let auth = |bearer: &str, sha: &str| {
+        vec![
+            ("Authorization".to_string(), bearer.to_string()),
+            ("X-Carte-Sha256".to_string(), sha.to_string()),
+        ]
+    };
+
+    let (bearer, plan) = boot("52:54:00:00:00:01").await;
+    let url = format!(
+        "http://{addr}{}",
+        carte_contract::sync_layer_path("52:54:00:00:00:01", "alice-home")
+    );
+    assert!(
+        plan.sync_back.iter().any(|s| s.target
+            == carte_contract::SyncTarget::Layer("alice-home".into())
+            && s.upload_url == url),
+        "{:?}",
+        plan.sync_back
+    );
+    let m = "52:54:00:00:00:01";
+    // Refused, each leaving alice-home at its one version: a wrong token, a layer the plan
+    // does not mount writable (the system layer, an image it does not name), a body that
+    // is not what its sha256 says, no sha256 at all.
+    let r = put(m, "alice-home", auth("Bearer carte_wrong", &sha)).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    for other in ["debian", "linux", "someone-else"] {
+        let r = put(m, other, auth(&bearer, &sha)).await;
+        assert_eq!(r.status, 403, "{other}: {}", r.text());
+    }
+    assert_eq!(versions_of(&store, "debian").len(), 1);
+    let r = put(m, "alice-home", auth(&bearer, &"0".repeat(64))).await;
+    assert!((400..500).contains(&r.status), "{} {}", r.status, r.text());
+    let r = put(
+        m,
+        "alice-home",
+        vec![("Authorization".to_string(), bearer.clone())],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    // Cut off: the body ends before its Content-Length.
+    {
+        let mut conn = TcpStream::connect(addr).await.expect("connect");
+        let req = format!(
+            "PUT {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: {bearer}\r\n\
+             X-Carte-Sha256: {sha}\r\nContent-Length: {}\r\n\r\n",
+            carte_contract::sync_layer_path(m, "alice-home"),
+            tar.len() + 100
+        );
+        conn.write_all(req.as_bytes()).await.expect("write");
+        conn.write_all(tar).await.expect("write");
+        conn.shutdown().await.expect("shutdown");
+        let mut raw = Vec::new();
+        let _ = conn.read_to_end(&mut raw).await;
+        let answer = String::from_utf8_lossy(&raw);
+        assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+    }
+    assert_eq!(
+        versions_of(&store, "alice-home"),
+        [(1, LayerFormat::Erofs, None)],
+        "a refused upload left a version"
+    );
+
+    // The good upload: version 2, a tar of changes on top of version 1, owned by alice.
+    let r = put(m, "alice-home", auth(&bearer, &sha)).await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    assert_eq!(
+        versions_of(&store, "alice-home"),
+        [
+            (1, LayerFormat::Erofs, None),
+            (2, LayerFormat::Tar, Some(1))
+        ]
+    );
+    let v2 = store
+        .version(&alice, &"alice-home@2".parse().expect("ref"))
+        .expect("alice reads her version");
+    assert_eq!(v2.artefacts[&ArtefactName::Layer].sha256.to_string(), sha);
+
+    // A machine whose plan does not sync back cannot upload.
+    let (other, _) = boot("52:54:00:00:00:02").await;
+    let r = put("52:54:00:00:00:02", "alice-home", auth(&other, &sha)).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+
+    // The next boot mounts version 1 and names version 2 as the layer's restore, whose
+    // bytes the blob route serves while that plan stands.
+    let (_, plan) = boot(m).await;
+    let home = plan
+        .layers
+        .iter()
+        .find(|l| l.name == "alice-home")
+        .expect("alice-home in the plan");
+    assert_eq!(home.version, 1);
+    let restore = home.restore.as_deref().expect("a restore");
+    assert_eq!(restore.version, 2);
+    assert_eq!(restore.format, carte_contract::Format::Tar);
+    let r = request(
+        addr,
+        "GET",
+        &path_of(&restore.url, &format!("http://{addr}")),
+        &[],
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_slice()), (200, tar));
+}

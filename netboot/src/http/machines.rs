@@ -137,6 +137,61 @@ pub async fn event(
     }
 }
 
+/// The sha256 a sync-back upload declares in `X-Carte-Sha256`, or the 400 to answer.
+fn declared_sha256(headers: &HeaderMap) -> Result<imaged::model::Digest, Box<Response>> {
+    match headers
+        .get(imaged::api::SHA256_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_ascii_lowercase().parse())
+    {
+        Some(Ok(d)) => Ok(d),
+        Some(Err(e)) => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("bad sha256: {e}"),
+        ))),
+        None => Err(Box::new(error(
+            StatusCode::BAD_REQUEST,
+            "declare the tar's sha256 in X-Carte-Sha256",
+        ))),
+    }
+}
+
+/// The request body as a blocking reader for the store, streamed: the bridge blocks on
+/// the async body inside the blocking task, so nothing is buffered whole.
+fn body_reader(body: axum::body::Body) -> impl std::io::Read + Send {
+    use futures_util::TryStreamExt;
+    let stream = body.into_data_stream().map_err(std::io::Error::other);
+    tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream))
+}
+
+/// The answer to a stored sync-back (201 with the version) or to the store's refusal.
+fn stored(
+    what: &str,
+    result: Result<
+        Result<imaged::model::Version, imaged::store::StoreError>,
+        tokio::task::JoinError,
+    >,
+) -> Response {
+    use imaged::store::StoreError;
+    match result {
+        Ok(Ok(version)) => {
+            tracing::info!(image = %version.image, version = version.number, base = ?version.layer.base, "{what} synced back");
+            (StatusCode::CREATED, Json(version)).into_response()
+        }
+        Ok(Err(e)) => {
+            let status = match &e {
+                StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
+                StoreError::Forbidden(_) => StatusCode::FORBIDDEN,
+                StoreError::NotFound(_) => StatusCode::NOT_FOUND,
+                StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            error(status, format!("sync-back of {what}: {e}"))
+        }
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
+    }
+}
+
 /// `PUT /api/v1/machines/{mac}/sync/machine`: the tar of the machine layer's last
 /// session (carte-init's sync-back), its sha256 in `X-Carte-Sha256`, from a machine whose
 /// current plan asks for it (bearer = the boot token). Streamed into the store and
@@ -166,29 +221,16 @@ pub async fn sync_machine(
             "this boot's plan does not sync the machine layer back",
         );
     }
-    let declared: imaged::model::Digest = match headers
-        .get(imaged::api::SHA256_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.trim().to_ascii_lowercase().parse())
-    {
-        Some(Ok(d)) => d,
-        Some(Err(e)) => return error(StatusCode::BAD_REQUEST, format!("bad sha256: {e}")),
-        None => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "declare the tar's sha256 in X-Carte-Sha256",
-            )
-        }
+    let declared = match declared_sha256(&headers) {
+        Ok(d) => d,
+        Err(resp) => return *resp,
     };
     let Some(images) = &state.images else {
         return error(StatusCode::NOT_FOUND, "no image store");
     };
-    use futures_util::TryStreamExt;
-    let stream = body.into_data_stream().map_err(std::io::Error::other);
-    // The bridge blocks on the async body inside the blocking task: streamed, not buffered.
-    let mut reader = tokio_util::io::SyncIoBridge::new(tokio_util::io::StreamReader::new(stream));
+    let mut reader = body_reader(body);
     let store = images.store.clone();
-    let stored = tokio::task::spawn_blocking(move || {
+    let result = tokio::task::spawn_blocking(move || {
         let admin = imaged::access::Principal::local_admin();
         let image = store.ensure_machine_image(&mac.to_string())?;
         let artefact = store.upload_blob(&admin, &image.name, &mut reader, Some(&declared))?;
@@ -202,21 +244,67 @@ pub async fn sync_machine(
         )
     })
     .await;
-    match stored {
-        Ok(Ok(version)) => {
-            tracing::info!(%mac, image = %version.image, version = version.number, "machine layer synced back");
-            (StatusCode::CREATED, Json(version)).into_response()
-        }
-        Ok(Err(e)) => {
-            let status = match &e {
-                imaged::store::StoreError::Invalid(_) => StatusCode::BAD_REQUEST,
-                imaged::store::StoreError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                _ => StatusCode::UNPROCESSABLE_ENTITY,
-            };
-            error(status, format!("sync-back of {mac}: {e}"))
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
-    }
+    stored(&format!("the machine layer of {mac}"), result)
+}
+
+/// `PUT /api/v1/machines/{mac}/sync/layer/{name}`: the tar of a writable layer's upper
+/// (the changes the last session made to it), its sha256 in `X-Carte-Sha256`, from a
+/// machine whose current plan mounts `name` writable and asks for its sync-back (bearer =
+/// the boot token). Recorded as the next version of that image, a `tar` whose `base` is
+/// the version this plan mounts (the version the machine shows those changes on top of);
+/// the store writes it as the image's owner ([`imaged::access::sync_writer`]), so no
+/// plan lets a machine write a system, kernel or foreign image. A body that does not
+/// match its sha256, or is cut off, leaves no version. 201 with the version.
+pub async fn sync_layer(
+    State(state): State<AppState>,
+    Path((mac, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let (mac, machines, token) = match machine_request(&state, &mac, &headers) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let plan = match machines.plan(mac, &token) {
+        Ok(p) => p,
+        Err(e) => return refused(e),
+    };
+    let target = carte_contract::SyncTarget::Layer(name.clone());
+    let base = plan
+        .layers
+        .iter()
+        .find(|l| l.name == name && l.writable())
+        .map(|l| l.version);
+    let (true, Some(base)) = (plan.sync_back.iter().any(|s| s.target == target), base) else {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!(
+                "this boot's plan does not sync layer {} back",
+                bounded(&name, 64)
+            ),
+        );
+    };
+    let Ok(base) = u32::try_from(base) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("layer {name}: bad version {base}"),
+        );
+    };
+    let declared = match declared_sha256(&headers) {
+        Ok(d) => d,
+        Err(resp) => return *resp,
+    };
+    let Some(images) = &state.images else {
+        return error(StatusCode::NOT_FOUND, "no image store");
+    };
+    let mut reader = body_reader(body);
+    let store = images.store.clone();
+    let image = name.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        store.add_synced_changes(&image, base, &mut reader, &declared)
+    })
+    .await;
+    stored(&format!("layer {name} of {mac}"), result)
 }
 
 /// The image routes, when `headers` carry an admin's store token; else the error to

@@ -97,6 +97,10 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/machines/{mac}/sync/machine",
             axum::routing::put(super::machines::sync_machine),
         )
+        .route(
+            "/api/v1/machines/{mac}/sync/layer/{name}",
+            axum::routing::put(super::machines::sync_layer),
+        )
         .route("/api/v1/machines/{mac}/plan", get(super::machines::plan))
         .route(
             "/api/v1/machines/{mac}/events",
