@@ -422,6 +422,52 @@ pub fn restore_machine_layer(
     Ok(())
 }
 
+/// Step 8, last part: each writable layer whose changes the plan names (`restore`, the
+/// newest changes synced back for it) and whose upper this disk does not have gets them,
+/// before compose would make an empty upper there. A failure stops this boot, as for the
+/// machine layer: an empty upper would be kept, and synced back, instead of the changes.
+/// After a restore the upper's fingerprint is recorded as confirmed, so an untouched
+/// session does not send the same changes back as a new version.
+pub fn restore_layers(
+    agent: &ureq::Agent,
+    plan: &Plan,
+    env: &Env,
+    report: &mut dyn FnMut(Event),
+) -> Result<(), BootError> {
+    let state = env.layout.cache_mount.join("sync");
+    for r in restore::layer_restores(plan, &env.layout.cache_mount) {
+        let label = format!("{}@{}", r.changes.name, r.changes.version);
+        let mut progress = |p: &fetch::Progress| {
+            report(Event::progress(
+                Stage::SyncBack,
+                p.done,
+                p.total,
+                format!("restoring {label}: {p}"),
+            ))
+        };
+        let outcome = restore::restore_layer(agent, &r, &mut progress)?;
+        let restore::Outcome::Restored { label, entries } = outcome else {
+            continue;
+        };
+        let upper = r.dir.join("upper");
+        let key = syncback::layer_key(&r.layer.name);
+        let recorded = syncback::fingerprint(&upper)
+            .and_then(|sha| syncback::record_confirmed(&state, &key, &sha));
+        let note = match recorded {
+            Ok(()) => String::new(),
+            Err(e) => format!("; not recorded as confirmed ({e}): the next sync sends it again"),
+        };
+        report(Event {
+            message: Some(format!(
+                "layer {} restored from {label} ({entries} entries){note}",
+                r.layer.name
+            )),
+            ..Event::stage(Stage::SyncBack)
+        });
+    }
+    Ok(())
+}
+
 fn after_cmdline(
     sys: &mut dyn Sys,
     env: &Env,
@@ -462,6 +508,7 @@ fn after_cmdline(
         let mut report = |e: Event| post(events, e, say);
         sync_back(agent, &plan, env, &mut report);
         restore_machine_layer(agent, &plan, env, &mut report)?;
+        restore_layers(agent, &plan, env, &mut report)?;
     }
     if let Some(scratch) = &args.bench {
         let mut report = |e: Event| post(events, e, say);

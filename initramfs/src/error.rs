@@ -51,7 +51,7 @@ pub enum BootError {
     Flash(#[from] FlashError),
     #[error("step 5 (disk mode): reboot after flashing: {0}")]
     Reboot(Errno),
-    #[error("step 8 (restore the machine layer): {0}")]
+    #[error("step 8 (restore an upper from the server): {0}")]
     Restore(#[from] RestoreError),
     #[error("step 9 (compose): {0}")]
     Compose(ComposeError),

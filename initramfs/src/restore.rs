@@ -1,21 +1,25 @@
-//! Restoring a machine layer: when the plan carries `machine_restore` (the newest machine
-//! layer the server holds for this machine) and the disk has no machine layer yet (a new
-//! or re-initialised disk), the tar is fetched through the verified pipeline into a temp
-//! file on the carte filesystem, unpacked into `machine/root/upper.restore`, and only then
-//! renamed to `machine/root/upper`: a failed or partial restore never becomes the machine
-//! layer, and the next boot tries again.
+//! Restoring what the server holds of a machine's writable state onto a disk that has
+//! none of it: the machine layer (the plan's `machine_restore`, the newest machine layer
+//! the server holds for this machine, into `machine/root/upper`) and the changes of each
+//! writable layer (a layer's `restore`, the newest changes synced back for that user or
+//! project layer, into `machine/rw/<layer>/upper`). Each is wanted only when its upper
+//! does not exist yet (a new or re-initialised disk, or a layer this disk never had).
+//!
+//! The tar is fetched through the verified pipeline into a temp file next to the upper,
+//! unpacked into `upper.restore`, and only then renamed to `upper`: a failed or partial
+//! restore never becomes the upper, and the next boot tries again.
 //!
 //! Entries come back as [`crate::pack`] wrote them: folders, files, symlinks, fifos and
 //! device nodes (overlayfs whiteouts are 0/0 character devices) with owners, modes and
 //! the `SCHILY.xattr.*` records (overlayfs' opaque markers). A name that would leave the
-//! folder (absolute, `..`) refuses the whole tar. A machine layer already on the disk is
-//! never touched: it is newer than anything it synced back.
+//! folder (absolute, `..`) refuses the whole tar. An upper already on the disk is never
+//! touched: it is newer than anything it synced back.
 //!
 //! Like sync-back, this works on files of the mounted carte filesystem with std and libc
 //! directly, not through `Sys`: it does no mount, loop or exec.
 
 use crate::fetch::{self, FetchError, Source};
-use carte_contract::{Format, Plan};
+use carte_contract::{Format, Layer, Plan};
 use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
@@ -26,9 +30,9 @@ use std::path::{Component, Path, PathBuf};
 /// How a restore ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// The plan names no machine layer to restore.
+    /// The plan names nothing to restore there.
     NotAsked,
-    /// The disk already has a machine layer; it wins.
+    /// The disk already has that upper; it wins.
     Present,
     /// Unpacked from the server's version.
     Restored { label: String, entries: u64 },
@@ -37,7 +41,7 @@ pub enum Outcome {
 /// Restore failures, naming the layer and the path.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
-    #[error("restore {label}: a machine layer backup must be a tar, not {format:?}")]
+    #[error("restore {label}: a backup of an upper must be a tar, not {format:?}")]
     NotTar { label: String, format: Format },
     #[error("restore {label}: {source}")]
     Fetch { label: String, source: FetchError },
@@ -47,7 +51,7 @@ pub enum RestoreError {
         path: PathBuf,
         source: io::Error,
     },
-    #[error("restore {label}: entry {name:?} would leave the machine layer")]
+    #[error("restore {label}: entry {name:?} would leave the upper")]
     Escape { label: String, name: PathBuf },
 }
 
@@ -62,7 +66,58 @@ pub fn restore(
     let Some(layer) = &plan.machine_restore else {
         return Ok(Outcome::NotAsked);
     };
-    let root = carte_fs.join("machine/root");
+    restore_into(agent, layer, &carte_fs.join("machine/root"), progress)
+}
+
+/// One writable layer whose changes the plan names for restoring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerRestore<'a> {
+    /// The layer as mounted (its base version).
+    pub layer: &'a Layer,
+    /// The `tar` of its changes.
+    pub changes: &'a Layer,
+    /// The folder that holds the layer's `upper` (and `work`), where compose looks.
+    pub dir: PathBuf,
+}
+
+/// The writable layers of `plan` with changes to restore, and where their uppers live
+/// below `carte_fs` (`machine/rw/<layer>/`, as compose mounts them). A `restore` on a
+/// layer carte-init does not mount writable (lazy, no mount point) is ignored: nothing
+/// would ever read that upper.
+pub fn layer_restores<'a>(plan: &'a Plan, carte_fs: &Path) -> Vec<LayerRestore<'a>> {
+    plan.layers
+        .iter()
+        .filter(|l| l.writable())
+        .filter_map(|l| {
+            l.restore.as_deref().map(|changes| LayerRestore {
+                layer: l,
+                changes,
+                dir: carte_fs
+                    .join("machine/rw")
+                    .join(carte_contract::file_name(&l.name)),
+            })
+        })
+        .collect()
+}
+
+/// Restores one writable layer's changes into `<r.dir>/upper` when that folder does not
+/// exist yet.
+pub fn restore_layer(
+    agent: &ureq::Agent,
+    r: &LayerRestore<'_>,
+    progress: &mut dyn FnMut(&fetch::Progress),
+) -> Result<Outcome, RestoreError> {
+    restore_into(agent, r.changes, &r.dir, progress)
+}
+
+/// Fetches the tar `layer` and unpacks it into `<root>/upper` (staged in
+/// `<root>/upper.restore`, renamed when whole) unless that upper exists.
+fn restore_into(
+    agent: &ureq::Agent,
+    layer: &Layer,
+    root: &Path,
+    progress: &mut dyn FnMut(&fetch::Progress),
+) -> Result<Outcome, RestoreError> {
     let upper = root.join("upper");
     if upper.exists() {
         return Ok(Outcome::Present);
@@ -75,23 +130,26 @@ pub fn restore(
         });
     }
     let io_err = |path: &Path| io_error(&label, path);
-    fs::create_dir_all(&root).map_err(io_err(&root))?;
+    fs::create_dir_all(root).map_err(io_err(root))?;
     let temp = root.join("restore.tar.tmp");
     let staging = root.join("upper.restore");
     if staging.exists() {
         fs::remove_dir_all(&staging).map_err(io_err(&staging))?;
     }
-    fetch::fetch(
+    let fetched = fetch::fetch(
         agent,
         &Source::from(layer),
         &temp,
         fetch::Options::default(),
         progress,
-    )
-    .map_err(|source| RestoreError::Fetch {
-        label: label.clone(),
-        source,
-    })?;
+    );
+    if let Err(source) = fetched {
+        let _ = fs::remove_file(&temp);
+        return Err(RestoreError::Fetch {
+            label: label.clone(),
+            source,
+        });
+    }
     let unpacked = unpack(&temp, &staging, &label);
     let _ = fs::remove_file(&temp);
     let entries = match unpacked {
@@ -102,6 +160,11 @@ pub fn restore(
         }
     };
     fs::rename(&staging, &upper).map_err(io_err(&upper))?;
+    // The rename is what makes the upper exist: make it durable before anything is
+    // composed over it.
+    File::open(root)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err(root))?;
     Ok(Outcome::Restored { label, entries })
 }
 
@@ -323,6 +386,150 @@ fn set_xattr(path: &Path, key: &[u8], value: &[u8]) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use carte_contract::{Encoding, LayerKind};
+    use sha2::Digest as _;
+
+    fn hex(bytes: &[u8]) -> String {
+        sha2::Sha256::digest(bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
+    fn data_layer(name: &str, version: u64, format: Format, bytes: &[u8], url: &str) -> Layer {
+        Layer {
+            name: name.into(),
+            version,
+            kind: LayerKind::User,
+            format,
+            encoding: Encoding::None,
+            size: bytes.len() as u64,
+            uncompressed_size: bytes.len() as u64,
+            sha256: hex(bytes),
+            sha256_written: hex(bytes),
+            url: url.into(),
+            mount_point: None,
+            lazy: false,
+            autostart: None,
+            restore: None,
+        }
+    }
+
+    fn plan_with(layers: Vec<Layer>) -> Plan {
+        let mut p: Plan = serde_json::from_value(serde_json::json!({
+            "machine": {"mac": "52:54:00:00:00:01"},
+            "mode": "compose",
+            "disk": {"select": "first"},
+            "layers": [],
+            "machine_layer": "persist",
+            "token": "t",
+            "events_url": "http://192.0.2.1/e"
+        }))
+        .expect("plan");
+        p.layers = layers;
+        p
+    }
+
+    #[test]
+    fn only_writable_layers_with_changes_are_restored_where_compose_mounts_them() {
+        let changes = |name: &str| Some(Box::new(data_layer(name, 2, Format::Tar, b"t", "u")));
+        let mut home = data_layer("alice/home", 1, Format::Erofs, b"h", "u");
+        home.mount_point = Some("/home/alice".into());
+        home.restore = changes("alice/home");
+        let mut plain = data_layer("notes", 1, Format::Erofs, b"n", "u");
+        plain.mount_point = Some("/srv/notes".into());
+        let mut lazy = data_layer("exp", 1, Format::Erofs, b"e", "u");
+        lazy.mount_point = Some("/srv/exp".into());
+        lazy.lazy = true;
+        lazy.restore = changes("exp");
+        let mut lower = data_layer("dots", 1, Format::Erofs, b"d", "u");
+        lower.restore = changes("dots");
+        let plan = plan_with(vec![home, plain, lazy, lower]);
+        let got = layer_restores(&plan, Path::new("/c"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].layer.name, "alice/home");
+        assert_eq!(got[0].changes.version, 2);
+        assert_eq!(got[0].dir, Path::new("/c/machine/rw/alice_home"));
+    }
+
+    #[test]
+    fn a_layer_without_an_upper_gets_its_changes_and_one_with_an_upper_keeps_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let src = dir.path().join("src");
+        fs::create_dir_all(src.join("notes")).expect("mkdir");
+        fs::write(src.join("notes/boots"), "boot=1\n").expect("write");
+        let mut tar = Vec::new();
+        crate::pack::pack(&src, &mut tar).expect("pack");
+        let body = tar.clone();
+        let srv = crate::testhttp::serve(move |_| (200, body.clone()));
+        let changes = data_layer("notes", 2, Format::Tar, &tar, &format!("{}/t", srv.base));
+        let mut mounted = data_layer("notes", 1, Format::Erofs, b"n", "u");
+        mounted.mount_point = Some("/srv/notes".into());
+        mounted.restore = Some(Box::new(changes));
+        let plan = plan_with(vec![mounted]);
+        let carte_fs = dir.path().join("carte");
+        let agent = crate::http::agent(crate::http::Timeouts::default());
+        let r = &layer_restores(&plan, &carte_fs)[0];
+
+        let out = restore_layer(&agent, r, &mut |_| {}).expect("restore");
+        assert_eq!(
+            out,
+            Outcome::Restored {
+                label: "notes@2".into(),
+                entries: 2
+            }
+        );
+        let upper = carte_fs.join("machine/rw/notes/upper");
+        assert_eq!(
+            fs::read_to_string(upper.join("notes/boots")).expect("restored"),
+            "boot=1\n"
+        );
+        let left: Vec<_> = fs::read_dir(carte_fs.join("machine/rw/notes"))
+            .expect("ls")
+            .map(|e| e.expect("e").file_name())
+            .collect();
+        assert_eq!(left, ["upper"], "no staging or temp file left");
+
+        // The disk has the upper now: it wins, nothing is fetched.
+        fs::write(upper.join("notes/boots"), "boot=1\nboot=2\n").expect("write");
+        let seen = srv.seen().len();
+        let out = restore_layer(&agent, r, &mut |_| {}).expect("present");
+        assert_eq!(out, Outcome::Present);
+        assert_eq!(srv.seen().len(), seen);
+        assert_eq!(
+            fs::read_to_string(upper.join("notes/boots")).expect("kept"),
+            "boot=1\nboot=2\n"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_download_leaves_no_upper_so_the_next_boot_tries_again() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let srv = crate::testhttp::serve(|_| (200, b"not the tar it claims".to_vec()));
+        let mut changes = data_layer(
+            "notes",
+            2,
+            Format::Tar,
+            b"the real tar, same len",
+            &format!("{}/t", srv.base),
+        );
+        changes.size = 21;
+        changes.uncompressed_size = 21;
+        let mut mounted = data_layer("notes", 1, Format::Erofs, b"n", "u");
+        mounted.mount_point = Some("/srv/notes".into());
+        mounted.restore = Some(Box::new(changes));
+        let plan = plan_with(vec![mounted]);
+        let carte_fs = dir.path().join("carte");
+        let agent = crate::http::agent(crate::http::Timeouts::default());
+        let r = &layer_restores(&plan, &carte_fs)[0];
+        let e = restore_layer(&agent, r, &mut |_| {}).expect_err("corrupt");
+        assert!(matches!(e, RestoreError::Fetch { .. }), "{e}");
+        assert!(e.to_string().starts_with("restore notes@2: "), "{e}");
+        let rw = carte_fs.join("machine/rw/notes");
+        assert!(!rw.join("upper").exists());
+        assert!(!rw.join("upper.restore").exists());
+        assert!(!rw.join("restore.tar.tmp").exists());
+    }
 
     #[test]
     fn pax_records_are_cut_by_length_so_values_may_hold_newlines() {

@@ -5,6 +5,10 @@
 //! token, `X-Carte-Sha256`). Only a 2xx answer records the new hash as confirmed. A failed
 //! upload leaves a `.pending` marker (with the reason) and is tried again next boot.
 //!
+//! An empty upper that was never confirmed is nothing to send (a writable layer the last
+//! session did not write to); once something was confirmed, an empty upper is a change
+//! (everything reverted) and goes up like any other.
+//!
 //! It never deletes or changes the upper folders themselves (the local data stays until
 //! the server has it, and after), and never fails the boot: outcomes are reported.
 
@@ -32,7 +36,8 @@ pub struct Item {
 /// How one item ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// No upper folder: the previous session wrote nothing there.
+    /// No upper folder, or an empty one never uploaded: the previous session wrote
+    /// nothing there.
     Nothing,
     /// Same content as the last confirmed upload.
     Unchanged { sha256: String },
@@ -83,7 +88,7 @@ pub fn items(plan: &Plan, carte_fs: &Path) -> Vec<Item> {
                 upload_url: s.upload_url.clone(),
             },
             SyncTarget::Layer(name) => Item {
-                key: format!("layer-{}", carte_contract::file_name(name)),
+                key: layer_key(name),
                 upper: machine
                     .join("rw")
                     .join(carte_contract::file_name(name))
@@ -92,6 +97,11 @@ pub fn items(plan: &Plan, carte_fs: &Path) -> Vec<Item> {
             },
         })
         .collect()
+}
+
+/// The key (marker and message name) of a writable layer's upper: `layer-<name>`.
+pub fn layer_key(name: &str) -> String {
+    format!("layer-{}", carte_contract::file_name(name))
 }
 
 /// A writer that hashes and counts what passes through.
@@ -148,6 +158,10 @@ pub fn sync_one(
         return Ok(Outcome::Nothing);
     }
     let key = item.key.clone();
+    let empty = fs::read_dir(&item.upper).is_ok_and(|mut d| d.next().is_none());
+    if empty && !confirmed_file(state, &key).exists() {
+        return Ok(Outcome::Nothing);
+    }
     let temp = state.join(format!("{key}.tar.part"));
     let r = upload(agent, token, item, state, &temp);
     // The archive is only a copy of the upper: it goes either way.
@@ -164,6 +178,35 @@ pub fn sync_one(
         }
     }
     r
+}
+
+/// The sha256 of the tar `upper` packs to now, without keeping the tar.
+pub fn fingerprint(upper: &Path) -> io::Result<String> {
+    let w = Hashing {
+        inner: io::sink(),
+        hasher: Sha256::new(),
+        bytes: 0,
+    };
+    let (_, w) = pack::pack(upper, w)?;
+    Ok(hex(w.hasher))
+}
+
+/// Records `sha256` as what the server holds of `key` (after a restore from the server,
+/// whose upper the server therefore has): the next sync sends it only once it changes.
+pub fn record_confirmed(state: &Path, key: &str, sha256: &str) -> io::Result<()> {
+    fs::create_dir_all(state)?;
+    write_durably(
+        &confirmed_file(state, key),
+        format!("{sha256}\n").as_bytes(),
+    )
+}
+
+fn hex(hasher: Sha256) -> String {
+    hasher
+        .finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn upload(
@@ -189,13 +232,8 @@ fn upload(
     };
     let (_, mut w) = pack::pack(&item.upper, w).map_err(pack_err)?;
     w.flush().map_err(pack_err)?;
-    let sha256: String = w
-        .hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
     let bytes = w.bytes;
+    let sha256 = hex(w.hasher);
     let confirmed = confirmed_file(state, &key);
     if fs::read_to_string(&confirmed).is_ok_and(|c| c.trim() == sha256) {
         return Ok(Outcome::Unchanged { sha256 });
@@ -339,6 +377,56 @@ mod tests {
         assert!(matches!(out, Outcome::Uploaded { .. }), "{out:?}");
         assert!(!pending_marker(&state, "machine").exists());
         assert_eq!(srv.seen().len(), 2);
+    }
+
+    #[test]
+    fn an_empty_upper_is_nothing_until_something_was_confirmed() {
+        let srv = testhttp::serve(|_| (201, b"{}".to_vec()));
+        let t = tempfile::tempdir().expect("tempdir");
+        let upper = t.path().join("machine/rw/notes/upper");
+        fs::create_dir_all(&upper).expect("mkdir");
+        let item = Item {
+            key: layer_key("notes"),
+            upper: upper.clone(),
+            upload_url: format!("{}/up", srv.base),
+        };
+        let state = t.path().join("sync");
+        let out = sync_one(&ua(), "tok", &item, &state).expect("empty");
+        assert_eq!(out, Outcome::Nothing);
+        assert!(srv.seen().is_empty(), "an untouched layer sent nothing");
+
+        fs::write(upper.join("boots"), "boot=1\n").expect("w");
+        let out = sync_one(&ua(), "tok", &item, &state).expect("written");
+        assert!(matches!(out, Outcome::Uploaded { .. }), "{out:?}");
+        // Everything reverted: that is a change now, and it goes up.
+        fs::remove_file(upper.join("boots")).expect("rm");
+        let out = sync_one(&ua(), "tok", &item, &state).expect("reverted");
+        assert!(matches!(out, Outcome::Uploaded { .. }), "{out:?}");
+        assert_eq!(srv.seen().len(), 2);
+    }
+
+    #[test]
+    fn a_recorded_fingerprint_makes_an_untouched_restored_upper_unchanged() {
+        let srv = testhttp::serve(|_| (201, b"{}".to_vec()));
+        let t = tempfile::tempdir().expect("tempdir");
+        let upper = t.path().join("machine/rw/notes/upper");
+        fs::create_dir_all(&upper).expect("mkdir");
+        fs::write(upper.join("boots"), "boot=1\n").expect("w");
+        let state = t.path().join("sync");
+        let key = layer_key("notes");
+        let sha = fingerprint(&upper).expect("fingerprint");
+        record_confirmed(&state, &key, &sha).expect("record");
+        let item = Item {
+            key,
+            upper: upper.clone(),
+            upload_url: format!("{}/up", srv.base),
+        };
+        let out = sync_one(&ua(), "tok", &item, &state).expect("unchanged");
+        assert_eq!(out, Outcome::Unchanged { sha256: sha });
+        assert!(srv.seen().is_empty());
+        fs::write(upper.join("boots"), "boot=1\nboot=2\n").expect("w");
+        let out = sync_one(&ua(), "tok", &item, &state).expect("changed");
+        assert!(matches!(out, Outcome::Uploaded { .. }), "{out:?}");
     }
 
     #[test]
