@@ -1,5 +1,6 @@
 //! The end-to-end Debian setup of issue 5: the layer trees made by `scripts/images`
-//! (debootstrap bookworm, a second system layer, a user layer, Debian kernels), turned
+//! (debootstrap bookworm, a second system layer, a user layer, Debian kernels) and a
+//! writable user layer made here (alice's notes, mounted read-write), turned
 //! into layers and pushed into an image store by the real `imaged build --push`, and the
 //! policy that composes them.
 //!
@@ -38,6 +39,13 @@ pub const BASE: &str = "debian";
 pub const EXTRAS: &str = "extras";
 pub const USER: &str = "alice-home";
 pub const KERNEL: &str = "linux";
+/// A writable user layer: mounted read-write at [`NOTES_MOUNT`], where the report
+/// appends each boot's id to `boots` (so its changes are synced back as versions of it);
+/// its tree is one marker file, made here.
+pub const NOTES: &str = "alice-notes";
+pub const NOTES_MOUNT: &str = "/srv/notes";
+/// The marker at the notes layer's root; the report writes only where it finds it.
+pub const NOTES_MARKER: &str = ".carte-notes";
 /// A lazy project layer (fetched by carte-shim after init starts) whose autostart reads
 /// its file and prints it with the kernel release; not part of [`setup`] unless asked.
 pub const PROJECT: &str = "exp";
@@ -218,6 +226,24 @@ fn make_seed() -> Result<Seed, DebianError> {
         "user",
         vec!["dir".into(), os(&tree("user-home")?.join("tree"))],
     )?;
+    // The writable user layer: one marker, made here (it needs no recipe).
+    let notes_tree = dir.join("notes-tree");
+    std::fs::create_dir_all(&notes_tree).map_err(io("creating the notes tree"))?;
+    std::fs::write(
+        notes_tree.join(NOTES_MARKER),
+        "carte writable user layer alice-notes\n",
+    )
+    .map_err(io("writing the notes marker"))?;
+    push(
+        NOTES,
+        "user",
+        vec![
+            "dir".into(),
+            os(&notes_tree),
+            "--mount-point".into(),
+            NOTES_MOUNT.into(),
+        ],
+    )?;
     for k in [&kernel1, &kernel2] {
         let release = read_release(k)?;
         push(
@@ -282,12 +308,13 @@ pub fn seed() -> Result<&'static Seed, String> {
 }
 
 /// The composed Debian setup named `name`: `kernel` (e.g. `linux@1`), both system layers,
-/// the user layer, a persistent machine layer on the largest disk, synced back to the
+/// the user layer, the writable notes layer at its newest version (the changes the last
+/// sync-back stored), a persistent machine layer on the largest disk, synced back to the
 /// server at the next boot; `extra_cmdline` goes after the console arguments.
 pub fn setup(name: &str, kernel: &str, extra_cmdline: &str) -> String {
     format!(
         "[setup.{name}]\nkernel  = \"{kernel}\"\nlayers  = [\"{BASE}@1\", \"{EXTRAS}@1\"]\n\
-         user    = [\"{USER}@1\"]\ncmdline = \"console=ttyS0 {extra_cmdline}\"\n\
+         user    = [\"{USER}@1\", \"{NOTES}@latest\"]\ncmdline = \"console=ttyS0 {extra_cmdline}\"\n\
          machine = \"persist\"\nsync    = \"on-next-boot\"\ndisk    = \"largest\"\n"
     )
 }
@@ -329,6 +356,13 @@ impl Boot {
     /// The boot ids the persistent machine layer has recorded, oldest first.
     pub fn persisted_boots(&self) -> Vec<&str> {
         self.value("persist ")
+            .map(|l| l.split_whitespace().collect())
+            .unwrap_or_default()
+    }
+
+    /// The boot ids the writable notes layer has recorded, oldest first.
+    pub fn noted_boots(&self) -> Vec<&str> {
+        self.value("notes ")
             .map(|l| l.split_whitespace().collect())
             .unwrap_or_default()
     }
@@ -406,7 +440,10 @@ mod tests {
         let s = setup("deb", "linux@2", "quiet");
         assert!(s.contains("kernel  = \"linux@2\""), "{s}");
         assert!(s.contains("layers  = [\"debian@1\", \"extras@1\"]"), "{s}");
-        assert!(s.contains("user    = [\"alice-home@1\"]"), "{s}");
+        assert!(
+            s.contains("user    = [\"alice-home@1\", \"alice-notes@latest\"]"),
+            "{s}"
+        );
         assert!(s.contains("cmdline = \"console=ttyS0 quiet\""), "{s}");
     }
 }

@@ -142,7 +142,9 @@ fn start(lab: &Lab, seed: &Seed, kernel: &str) -> anyhow::Result<Netbootd> {
 /// layer was synced back as a version of the machine image; a policy edit that changes
 /// only the kernel moves only that kernel; a lazy project layer is mounted after init
 /// starts and its autostart's output reaches netbootd; on a new blank disk the machine
-/// layer comes back from the server.
+/// layer comes back from the server. Along the way a writable user layer (alice-notes at
+/// /srv/notes, written by the report at every boot) is synced back at each next boot as
+/// a version of changes on top of the version mounted, and comes back on the new disk.
 #[test]
 fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
     if !prereq::ready("debian_cold_warm_kernel_change_and_lazy_project") {
@@ -171,6 +173,12 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
         tail(&cold.console)
     );
     assert_eq!(cold.persisted_boots().len(), 1, "{:?}", cold.report);
+    assert_eq!(
+        cold.noted_boots(),
+        cold.persisted_boots(),
+        "the writable user layer was not written: {:?}",
+        cold.report
+    );
     let s1 = sent(&nb, &lab, &token)?;
     for l in system.iter().chain([&modules1]) {
         assert!(
@@ -222,6 +230,22 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
         boots.contains(cold.persisted_boots()[0]),
         "the synced machine layer lacks the first boot's file: {boots:?}"
     );
+    // The writable user layer went back too: version 2 of alice-notes is a tar of its
+    // upper, on top of version 1 (the one mounted), holding what the cold boot wrote.
+    let (v2, notes_tar) = image_version(&nb, debian::NOTES, 2)?;
+    assert_eq!(v2["layer"]["format"], "tar", "{v2}");
+    assert_eq!(v2["layer"]["base"], 1, "{v2}");
+    let noted = tar_file(&notes_tar, "boots")?;
+    assert!(
+        noted.contains(cold.persisted_boots()[0]),
+        "the synced notes lack the cold boot's line: {noted:?}"
+    );
+    assert_eq!(
+        warm.noted_boots(),
+        warm.persisted_boots(),
+        "the notes layer's upper was not kept on the disk: {:?}",
+        warm.report
+    );
     eprintln!("{}", nb.machines_table(&lab, &token)?);
     eprintln!(
         "warm boot: {:.0} s, {} bytes of blobs sent (vmlinuz and modules cpio for iPXE), \
@@ -245,6 +269,14 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
     let changed = boot(&lab, &spec, &nb)?;
     assert_composed(&changed, &seed.release2);
     assert_eq!(changed.persisted_boots().len(), 3, "{:?}", changed.report);
+    // alice-notes@latest is now changes (version 2): the plan mounts version 1 and this
+    // disk's own upper for the layer wins over the server's copy.
+    assert_eq!(
+        changed.noted_boots(),
+        changed.persisted_boots(),
+        "{:?}",
+        changed.report
+    );
     let s3 = sent(&nb, &lab, &token)?;
     let kernel2: u64 = seed.blobs("linux@2").iter().map(|b| b.size).sum();
     let total = moved_total(&s2, &s3);
@@ -342,6 +374,24 @@ fn debian_cold_warm_kernel_change_and_lazy_project() -> anyhow::Result<()> {
     // Boots 1-3 were synced back (each by the boot after it); boot 4's changes stay on
     // the old disk, which no boot read again. Plus this boot.
     assert_eq!(boots.len(), 4, "{boots:?}");
+    // The notes layer too: alice-notes@latest (version 4, the lazy boot's sync of boots
+    // 1-3) was unpacked into the new disk's upper for that layer, under version 1.
+    assert!(
+        restored
+            .console
+            .contains("layer alice-notes restored from alice-notes@4"),
+        "{}",
+        tail(&restored.console)
+    );
+    let noted = restored.noted_boots();
+    assert_eq!(
+        noted.first(),
+        cold.persisted_boots().first(),
+        "the cold boot's line did not come back at {}: {:?}",
+        debian::NOTES_MOUNT,
+        restored.report
+    );
+    assert_eq!(noted, boots, "{:?}", restored.report);
     Ok(())
 }
 
@@ -671,28 +721,44 @@ fn ends(path: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>, u64)> {
     Ok((first, last, size))
 }
 
-/// The blob of version `n` of the machine image of `mac` (dash-separated), found through
-/// `imaged show` on netbootd's data folder.
+/// The blob of version `n` of the machine image of `mac` (dash-separated).
 fn machine_version_tar(nb: &Netbootd, mac: &str, n: u64) -> anyhow::Result<std::path::PathBuf> {
+    let (version, blob) = image_version(nb, &format!("machine-{mac}"), n)?;
+    assert_eq!(version["layer"]["format"], "tar", "{version}");
+    Ok(blob)
+}
+
+/// Version `n` of `image` (its JSON) and the path of its layer blob, found through
+/// `imaged show` on netbootd's data folder.
+fn image_version(
+    nb: &Netbootd,
+    image: &str,
+    n: u64,
+) -> anyhow::Result<(serde_json::Value, std::path::PathBuf)> {
     let mut show = std::process::Command::new(qemu_tests::assets::imaged_bin()?);
-    show.args(["show", &format!("machine-{mac}"), "--data"])
-        .arg(nb.data_dir());
+    show.args(["show", image, "--data"]).arg(nb.data_dir());
     let out = show.output()?;
     anyhow::ensure!(
         out.status.success(),
-        "imaged show machine-{mac}: {}",
+        "imaged show {image}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     let version = v["versions"]
         .as_array()
         .and_then(|vs| vs.iter().find(|x| x["number"].as_u64() == Some(n)))
-        .ok_or_else(|| anyhow::anyhow!("machine-{mac} has no version {n}: {v}"))?;
-    assert_eq!(version["layer"]["format"], "tar", "{version}");
+        .cloned()
+        .ok_or_else(|| anyhow::anyhow!("{image} has no version {n}: {v}"))?;
     let sha = version["artefacts"]["layer"]["sha256"]
         .as_str()
-        .ok_or_else(|| anyhow::anyhow!("no layer artefact: {version}"))?;
-    Ok(nb.data_dir().join("blobs/sha256").join(&sha[..2]).join(sha))
+        .ok_or_else(|| anyhow::anyhow!("no layer artefact: {version}"))?
+        .to_string();
+    let blob = nb
+        .data_dir()
+        .join("blobs/sha256")
+        .join(&sha[..2])
+        .join(&sha);
+    Ok((version, blob))
 }
 
 /// One file's text out of a tar.
