@@ -40,7 +40,7 @@ pub enum PlanError {
     RawDisk { image: ImageRef },
     #[error("plan: flash {image}: not a raw disk image (imaged build raw makes one)")]
     NotRaw { image: ImageRef },
-    #[error("plan: layer {image}: only a machine layer backup or a layer's changes is a tar, and it is never mounted")]
+    #[error("plan: layer {image}: a tar (a machine layer backup) is never mounted")]
     Tar { image: ImageRef },
     #[error(
         "plan: layer {image}: version {version} holds changes synced back from a machine, \
