@@ -264,6 +264,16 @@ fn changes_go_only_onto_a_mounted_writable_base_of_a_data_image() {
         let versions = store.show_image(&admin(), name).expect("show").versions;
         assert_eq!(versions.len(), 1, "{name}: a version was added");
     }
+    // A project's results come back the same way, written as its owner (a member).
+    changes(&store, "work", 1, b"results");
+    assert_eq!(
+        store
+            .show_image(&admin(), "work")
+            .expect("show")
+            .versions
+            .len(),
+        2
+    );
     // Changes on top of changes are refused too: the base is always a filesystem.
     changes(&store, "alice-home", 1, b"first");
     let e = store
