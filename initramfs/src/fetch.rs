@@ -384,8 +384,17 @@ impl WireHash {
     }
 }
 
-/// Read `reader` to its end in chunks and send them; stops quietly if the writer is gone.
-fn send_all(reader: &mut dyn Read, tx: &mpsc::SyncSender<Vec<u8>>) -> io::Result<()> {
+/// How [`send_all`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// The reader reached its end.
+    All,
+    /// The writer is gone (it failed and reports its own error): stop downloading.
+    WriterGone,
+}
+
+/// Read `reader` to its end in chunks and send them; stops as soon as the writer is gone.
+fn send_all(reader: &mut dyn Read, tx: &mpsc::SyncSender<Vec<u8>>) -> io::Result<Sent> {
     loop {
         let mut chunk = vec![0u8; CHUNK];
         let mut filled = 0;
@@ -398,12 +407,11 @@ fn send_all(reader: &mut dyn Read, tx: &mpsc::SyncSender<Vec<u8>>) -> io::Result
             }
         }
         if filled == 0 {
-            return Ok(());
+            return Ok(Sent::All);
         }
         chunk.truncate(filled);
         if tx.send(chunk).is_err() {
-            // The writer stopped; it reports its own error.
-            return Ok(());
+            return Ok(Sent::WriterGone);
         }
     }
 }
@@ -439,8 +447,12 @@ fn produce(
             Err(e) => Err(e),
         },
     };
-    // Bytes after the last zstd frame still count for the wire hash and size.
-    let r = r.and_then(|()| io::copy(&mut body, &mut io::sink()).map(|_| ()));
+    // Bytes after the last zstd frame still count for the wire hash and size; after a
+    // write failure nothing more is downloaded.
+    let r = r.and_then(|sent| match sent {
+        Sent::All => io::copy(&mut body, &mut io::sink()).map(|_| ()),
+        Sent::WriterGone => Ok(()),
+    });
     let failure = body.failure.take();
     let received = body.offset;
     let sha256 = body.wire_hash.finish().map_err(|()| FetchError::Http {

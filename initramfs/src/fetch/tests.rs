@@ -349,3 +349,67 @@ fn verified_file_commits_into_the_cache() {
     assert_eq!(std::fs::read(path).expect("read"), body);
     assert!(cache.contains(&sha(&body)));
 }
+
+/// A sink whose `fail_at`-th write fails.
+struct FailingSink {
+    writes: usize,
+    fail_at: usize,
+}
+
+impl Sink for FailingSink {
+    fn write_chunk(&mut self, _chunk: &[u8]) -> io::Result<()> {
+        self.writes += 1;
+        if self.writes >= self.fail_at {
+            return Err(io::Error::other("disk on fire"));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn a_write_failure_stops_the_download() {
+    // Every connection drops after two chunks, so each request is visible; the layer is
+    // bigger than what the channels hold, so draining it after the failure would show.
+    let chunks = 4 * CHANNEL_DEPTH;
+    let body = data(chunks * CHUNK);
+    let srv = serve(body.clone(), Mode::AlwaysDropAfter(2 * CHUNK));
+    let src = plain_source(&srv.url, &body);
+    let t = Timeouts {
+        connect: Duration::from_secs(5),
+        per_read: Duration::from_secs(5),
+    };
+    let many = Options {
+        resumes: 100,
+        ..opts()
+    };
+    let mut sink = FailingSink {
+        writes: 0,
+        fail_at: 1,
+    };
+    let r = stream(
+        &agent(t),
+        &src,
+        &mut sink,
+        Path::new("/dev/x"),
+        many,
+        &mut |_| {},
+    );
+    match r {
+        Err(FetchError::Write { path, source }) => {
+            assert_eq!(path, Path::new("/dev/x"));
+            assert_eq!(source.to_string(), "disk on fire");
+        }
+        other => panic!("expected the write error, got {other:?}"),
+    }
+    // At most what the two channels and the threads hold was read ahead.
+    let requests = srv.ranges.lock().expect("lock").len();
+    let read_ahead = (2 * CHANNEL_DEPTH + 3).div_ceil(2);
+    assert!(
+        requests <= read_ahead && requests < chunks / 2,
+        "{requests} requests: the download went on after the write failed"
+    );
+}
