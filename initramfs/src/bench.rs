@@ -9,12 +9,15 @@
 //! disk first), and sha256. It prints one [`RESULT_MARKER`] line, posts it as an event,
 //! and reboots (QEMU runs with `-no-reboot`, so it exits).
 //!
-//! The scratch disk is overwritten. Nothing here runs on a normal boot, and the bench
-//! never composes or switches root.
+//! The scratch disk is overwritten: it must be a whole disk other than the cache's, and
+//! blank unless the plan allows wiping. Nothing here runs on a normal boot; the bench never
+//! composes or switches root, and is never retried (it reboots after a failure too).
 
 use crate::boot::Env;
 use crate::cache::Cache;
+use crate::disk;
 use crate::fill::{self, FillError};
+use crate::gpt::{self, Contents};
 use crate::sys::{Errno, Sys};
 use carte_contract::{Encoding, Event, Layer, LayerKind, Plan, Stage};
 use sha2::{Digest, Sha256};
@@ -65,6 +68,19 @@ pub enum BenchError {
         "bench: the scratch disk {scratch} holds the layer cache ({cache}); name another disk"
     )]
     ScratchIsCache { scratch: String, cache: String },
+    #[error("bench: {scratch} is not a whole disk (disks: {disks})")]
+    NotADisk { scratch: String, disks: String },
+    #[error("bench: the scratch disk {scratch} has {have} bytes, the benchmark writes {need}")]
+    ScratchTooSmall {
+        scratch: String,
+        have: u64,
+        need: u64,
+    },
+    #[error(
+        "bench: the scratch disk {scratch} holds {what}; it is left untouched (the policy \
+         does not set may_wipe)"
+    )]
+    ScratchForeign { scratch: String, what: String },
     #[error("bench: reboot after the benchmark: {0}")]
     Reboot(Errno),
 }
@@ -325,25 +341,83 @@ pub fn on_disk(device: &str, scratch: &str) -> bool {
     })
 }
 
-/// The whole benchmark (see the module doc), with the cache on `cache_device`. With the
-/// real `Sys` it ends in a reboot.
+/// Before anything runs: `scratch_name` must be a whole disk of the machine, not the one
+/// holding the cache, big enough for `need` bytes, and blank unless the plan allows
+/// wiping (the same rule as for the cache disk). Returns its device path.
+pub fn check_scratch(
+    env: &Env,
+    plan: &Plan,
+    (scratch_name, cache_device): (&str, &str),
+    need: u64,
+) -> Result<PathBuf, BenchError> {
+    let scratch = scratch_name.to_string();
+    let disks = disk::list_disks(&env.sys_root);
+    let Some(d) = disks.iter().find(|d| d.name == scratch_name) else {
+        let names: Vec<&str> = disks.iter().map(|d| d.name.as_str()).collect();
+        return Err(BenchError::NotADisk {
+            scratch,
+            disks: names.join(" "),
+        });
+    };
+    if on_disk(cache_device, scratch_name) {
+        return Err(BenchError::ScratchIsCache {
+            scratch,
+            cache: cache_device.to_string(),
+        });
+    }
+    let have = d.sectors * 512;
+    if have < need {
+        return Err(BenchError::ScratchTooSmall {
+            scratch,
+            have,
+            need,
+        });
+    }
+    let path = env.dev_root.join(scratch_name);
+    let err = |source| BenchError::Scratch {
+        path: path.clone(),
+        source,
+    };
+    let mut f = File::open(&path).map_err(err)?;
+    match gpt::probe(&mut f, have).map_err(err)? {
+        Contents::Blank => {}
+        Contents::Foreign(_) if plan.disk.may_wipe => {}
+        Contents::Foreign(what) => return Err(BenchError::ScratchForeign { scratch, what }),
+    }
+    Ok(path)
+}
+
+/// The whole benchmark (see the module doc), with the cache on `disks.1`. With the real
+/// `Sys` it ends in a reboot, also when it fails (after reporting why): a benchmark is
+/// never retried.
 pub fn run(
     sys: &mut dyn Sys,
     agent: &ureq::Agent,
     plan: &Plan,
     env: &Env,
-    (scratch_name, cache_device): (&str, &str),
+    disks: (&str, &str),
     report: &mut dyn FnMut(Event),
 ) -> Result<(), BenchError> {
-    if on_disk(cache_device, scratch_name) {
-        return Err(BenchError::ScratchIsCache {
-            scratch: scratch_name.to_string(),
-            cache: cache_device.to_string(),
-        });
+    let r = measure(sys, agent, plan, env, disks, report);
+    if let Err(e) = &r {
+        report(Event::failed(Stage::Fetch, e.to_string()));
     }
+    sys.sync();
+    sys.reboot().map_err(BenchError::Reboot)?;
+    r
+}
+
+fn measure(
+    sys: &mut dyn Sys,
+    agent: &ureq::Agent,
+    plan: &Plan,
+    env: &Env,
+    disks: (&str, &str),
+    report: &mut dyn FnMut(Event),
+) -> Result<(), BenchError> {
     let layer = pick_layer(&plan.layers).ok_or(BenchError::NoLayer)?;
+    let scratch = check_scratch(env, plan, disks, layer.uncompressed_size.max(layer.size))?;
     let label = format!("{}@{}", layer.name, layer.version);
-    let scratch = env.dev_root.join(scratch_name);
     let scratch_err = |source| BenchError::Scratch {
         path: scratch.clone(),
         source,
@@ -365,7 +439,14 @@ pub fn run(
     };
     let (filled, flash) = timed(|| -> Result<(), BenchError> {
         let dir = env.layout.cache_mount.join("cache");
-        let (mut cache, _) = Cache::open(&dir).map_err(|e| fill_err(FillError::Cache(e)))?;
+        let cache_err = |e| fill_err(FillError::Cache(e));
+        let (mut cache, _) = Cache::open(&dir).map_err(cache_err)?;
+        // A layer cached by an earlier run would be "filled" in no time.
+        if cache.contains(&layer.sha256_written) {
+            cache
+                .evict(std::slice::from_ref(&layer.sha256_written))
+                .map_err(cache_err)?;
+        }
         let keep: HashSet<String> = [layer.sha256_written.clone()].into();
         let how = fill::How {
             stage: Stage::Fetch,
@@ -452,8 +533,7 @@ pub fn run(
         message: Some(results.line()),
         ..Event::stage(Stage::Fetch)
     });
-    sys.sync();
-    sys.reboot().map_err(BenchError::Reboot)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -539,6 +619,83 @@ mod tests {
         assert!(!on_disk("/dev/vda1", "vdb"));
         assert!(!on_disk("/dev/vdba1", "vdb"));
         assert!(!on_disk("tmpfs", "vdb"));
+    }
+
+    /// A plan whose disk rule allows wiping or not (only `disk` matters here).
+    fn plan(may_wipe: bool) -> Plan {
+        serde_json::from_value(serde_json::json!({
+            "machine": {"mac": "52:54:00:00:00:01"},
+            "mode": "compose",
+            "disk": {"select": "largest", "may_wipe": may_wipe},
+            "layers": [],
+            "machine_layer": "ephemeral",
+            "init": "/sbin/init",
+            "token": "t",
+            "events_url": "http://192.0.2.1/e",
+        }))
+        .expect("plan")
+    }
+
+    #[test]
+    fn the_scratch_disk_must_be_another_blank_whole_disk_big_enough() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let env = Env {
+            sys_root: t.path().join("sys"),
+            dev_root: t.path().join("dev"),
+            ..Env::default()
+        };
+        std::fs::create_dir_all(&env.dev_root).expect("mkdir");
+        for (name, mib) in [("vda", 8u64), ("vdb", 4)] {
+            let d = env.sys_root.join("block").join(name);
+            std::fs::create_dir_all(d.join(format!("{name}1"))).expect("mkdir");
+            std::fs::write(d.join("size"), format!("{}\n", mib << 11)).expect("w");
+            std::fs::write(d.join(format!("{name}1/partition")), "1\n").expect("w");
+            let f = File::create(env.dev_root.join(name)).expect("create");
+            f.set_len(mib << 20).expect("len");
+        }
+        let check = |scratch: &str, cache: &str, need: u64, wipe: bool| {
+            check_scratch(&env, &plan(wipe), (scratch, cache), need).map_err(|e| e.to_string())
+        };
+        assert_eq!(
+            check("vdb", "/dev/vda1", 1 << 20, false),
+            Ok(env.dev_root.join("vdb"))
+        );
+        assert_eq!(
+            check("vda1", "/dev/vda2", 1 << 20, false),
+            Err("bench: vda1 is not a whole disk (disks: vda vdb)".into())
+        );
+        assert_eq!(
+            check("vda", "/dev/vda1", 1 << 20, false),
+            Err(
+                "bench: the scratch disk vda holds the layer cache (/dev/vda1); name another disk"
+                    .into()
+            )
+        );
+        assert_eq!(
+            check("vdb", "/dev/vda1", 5 << 20, false),
+            Err(
+                "bench: the scratch disk vdb has 4194304 bytes, the benchmark writes 5242880"
+                    .into()
+            )
+        );
+        // Foreign data on it: left alone unless the plan allows wiping.
+        let mut gpt = vec![0u8; 1024];
+        gpt[512..520].copy_from_slice(b"EFI PART");
+        std::fs::write(env.dev_root.join("vdb"), &gpt).expect("w");
+        File::options()
+            .write(true)
+            .open(env.dev_root.join("vdb"))
+            .and_then(|f| f.set_len(4 << 20))
+            .expect("len");
+        assert_eq!(
+            check("vdb", "/dev/vda1", 1 << 20, false),
+            Err(
+                "bench: the scratch disk vdb holds a GPT; it is left untouched (the policy \
+                 does not set may_wipe)"
+                    .into()
+            )
+        );
+        assert!(check("vdb", "/dev/vda1", 1 << 20, true).is_ok());
     }
 
     #[test]

@@ -233,7 +233,10 @@ pub fn run(spec: &Spec) -> anyhow::Result<Run> {
     let mut m = Machine::pxe(&lab, &machine)?;
     // Under TCG every stage runs at tens of MB/s; six passes over the layer.
     let timeout = BOOT_TIMEOUT + Duration::from_secs(spec.layer_mib);
-    let got = m.expect_any(&[RESULT_MARKER, "FAILED:", "Kernel panic"], timeout);
+    let got = m.expect_any(
+        &[RESULT_MARKER, "error: bench:", "FAILED:", "Kernel panic"],
+        timeout,
+    );
     let machine_secs = started.elapsed().as_secs_f64();
     // The line may still be arriving: let carte-init reboot (QEMU exits) first.
     let _ = m.wait_exit(Duration::from_secs(30));
