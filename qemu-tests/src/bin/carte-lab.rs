@@ -208,14 +208,28 @@ fn bench_flash() -> anyhow::Result<()> {
         memory_mb: 512,
         cpus: 2,
     };
+    const USAGE: &str = "usage: carte-lab bench-flash [--layer-mib N (1024)] \
+                         [--memory-mb M (512)] [--cpus N (2)]";
     let mut args = std::env::args().skip(2);
     while let Some(a) = args.next() {
-        let value = args.next().with_context(|| format!("{a} needs a value"))?;
+        if !["--layer-mib", "--memory-mb", "--cpus"].contains(&a.as_str()) {
+            if a == "-h" || a == "--help" {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            bail!("unknown argument {a:?}\n{USAGE}");
+        }
+        let value = args
+            .next()
+            .with_context(|| format!("{a} needs a value\n{USAGE}"))?;
+        let n: u32 = match value.parse() {
+            Ok(n) if n > 0 => n,
+            _ => bail!("{a} {value:?}: expected a positive whole number\n{USAGE}"),
+        };
         match a.as_str() {
-            "--layer-mib" => spec.layer_mib = value.parse().context("--layer-mib")?,
-            "--memory-mb" => spec.memory_mb = value.parse().context("--memory-mb")?,
-            "--cpus" => spec.cpus = value.parse().context("--cpus")?,
-            _ => bail!("unknown argument {a}"),
+            "--layer-mib" => spec.layer_mib = u64::from(n),
+            "--memory-mb" => spec.memory_mb = n,
+            _ => spec.cpus = n,
         }
     }
     println!(
@@ -258,11 +272,12 @@ fn bench_flash() -> anyhow::Result<()> {
     }
     println!(
         "  {:<58} {:>9.1}",
-        format!("carte-init fill: fetch, decode, 2 x sha256, write, fsync, commit"),
+        "carte-init fill (fetch, decode, 2 x sha256, write, fsync)",
         n("flash_mibps")
     );
     println!(
-        "\nratio: {:.2} of min(...) = {} at {:.1} MiB/s ({:.1} s for the layer)",
+        "\nratio {:.2}: the fill against the slowest stage alone ({}, {:.1} MiB/s); \
+         the fill took {:.1} s",
         n("ratio"),
         f("bound"),
         n("bound_mibps"),
