@@ -176,6 +176,10 @@ pub enum Ignored {
     BadAddress { kind: ReplyKind, address: Ipv4Addr },
     #[error("subnet mask {0} is not contiguous")]
     BadMask(Ipv4Addr),
+    #[error("subnet mask 0.0.0.0 (a /0 network)")]
+    ZeroMask,
+    #[error("{kind} from server identifier {server}, which no server can have")]
+    BadServerId { kind: ReplyKind, server: Ipv4Addr },
     #[error("unexpected {kind} from {server}")]
     Unexpected { kind: ReplyKind, server: String },
 }
@@ -186,6 +190,21 @@ fn ipv4(code: u8, data: &[u8]) -> Result<Ipv4Addr, Ignored> {
         len: data.len(),
     })?;
     Ok(Ipv4Addr::from(octets))
+}
+
+/// An address a host on a LAN can have: not 0.0.0.0/8, loopback, multicast, the
+/// reserved 240.0.0.0/4 or broadcast.
+fn usable(a: Ipv4Addr) -> bool {
+    let first = a.octets()[0];
+    first != 0 && !a.is_loopback() && !a.is_multicast() && first < 240
+}
+
+/// Whether `a` is in the `prefix_len` network of `b`.
+fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len.min(32)))
+        .unwrap_or(0);
+    u32::from(a) & mask == u32::from(b) & mask
 }
 
 /// The prefix length of a contiguous netmask.
@@ -272,7 +291,10 @@ pub fn parse(bytes: &[u8], xid: u32, mac: Mac) -> Result<Reply, Ignored> {
         None => None,
         Some(d) => {
             let mask = ipv4(OPT_SUBNET_MASK, d)?;
-            Some(mask_prefix(mask).ok_or(Ignored::BadMask(mask))?)
+            match mask_prefix(mask).ok_or(Ignored::BadMask(mask))? {
+                0 => return Err(Ignored::ZeroMask),
+                n => Some(n),
+            }
         }
     };
     let router = match get(OPT_ROUTER) {
@@ -292,10 +314,12 @@ pub fn parse(bytes: &[u8], xid: u32, mac: Mac) -> Result<Reply, Ignored> {
             .collect()
     });
     if kind != ReplyKind::Nak {
-        if server.is_none() {
-            return Err(Ignored::NoServerId(kind));
+        match server {
+            None => return Err(Ignored::NoServerId(kind)),
+            Some(s) if !usable(s) => return Err(Ignored::BadServerId { kind, server: s }),
+            Some(_) => {}
         }
-        if yiaddr.is_unspecified() || yiaddr.is_broadcast() || yiaddr.is_multicast() {
+        if !usable(yiaddr) {
             return Err(Ignored::BadAddress {
                 kind,
                 address: yiaddr,
@@ -516,11 +540,17 @@ impl Client<'_> {
                 .prefix_len
                 .or(offer.prefix_len)
                 .ok_or(DhcpError::NoMask { server, address })?;
+            // A router outside the lease's subnet cannot be reached: boot without one (the
+            // server is on the link anyway) rather than fail adding the route.
+            let gateway = reply
+                .router
+                .or(offer.router)
+                .filter(|r| same_subnet(*r, address, prefix_len));
             return Ok(Obtained {
                 lease: Lease {
                     address,
                     prefix_len,
-                    gateway: reply.router.or(offer.router),
+                    gateway,
                 },
                 server,
             });
@@ -729,6 +759,16 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_router_is_kept_only_inside_the_lease_subnet() {
+        let a = Ipv4Addr::new(192, 0, 2, 105);
+        assert!(same_subnet(Ipv4Addr::new(192, 0, 2, 1), a, 24));
+        assert!(!same_subnet(Ipv4Addr::new(198, 51, 100, 1), a, 24));
+        assert!(same_subnet(Ipv4Addr::new(192, 0, 3, 1), a, 16));
+        assert!(!same_subnet(Ipv4Addr::new(192, 0, 2, 1), a, 32));
+        assert!(usable(a) && !usable(Ipv4Addr::BROADCAST) && !usable(Ipv4Addr::LOCALHOST));
+    }
+
+    #[test]
     fn malformed_or_foreign_replies_are_ignored() {
         let good = offer();
         let other_mac = Mac([0x52, 0x54, 0, 0, 0, 9]);
@@ -751,8 +791,71 @@ pub(crate) mod tests {
                 },
             ),
             (
+                reply(DHCPOFFER, XID, MAC, Ipv4Addr::LOCALHOST, &lease_options()),
+                Ignored::BadAddress {
+                    kind: ReplyKind::Offer,
+                    address: Ipv4Addr::LOCALHOST,
+                },
+            ),
+            (
+                reply(
+                    DHCPOFFER,
+                    XID,
+                    MAC,
+                    Ipv4Addr::new(240, 0, 0, 1),
+                    &lease_options(),
+                ),
+                Ignored::BadAddress {
+                    kind: ReplyKind::Offer,
+                    address: Ipv4Addr::new(240, 0, 0, 1),
+                },
+            ),
+            (
+                reply(
+                    DHCPOFFER,
+                    XID,
+                    MAC,
+                    Ipv4Addr::new(0, 1, 2, 3),
+                    &lease_options(),
+                ),
+                Ignored::BadAddress {
+                    kind: ReplyKind::Offer,
+                    address: Ipv4Addr::new(0, 1, 2, 3),
+                },
+            ),
+            (
+                reply(
+                    DHCPOFFER,
+                    XID,
+                    MAC,
+                    Ipv4Addr::new(224, 0, 0, 5),
+                    &lease_options(),
+                ),
+                Ignored::BadAddress {
+                    kind: ReplyKind::Offer,
+                    address: Ipv4Addr::new(224, 0, 0, 5),
+                },
+            ),
+            (
                 reply(DHCPOFFER, XID, MAC, ADDRESS, &[(1, &[255, 255, 255, 0])]),
                 Ignored::NoServerId(ReplyKind::Offer),
+            ),
+            (
+                reply(DHCPOFFER, XID, MAC, ADDRESS, &[(54, &[0, 0, 0, 0])]),
+                Ignored::BadServerId {
+                    kind: ReplyKind::Offer,
+                    server: Ipv4Addr::UNSPECIFIED,
+                },
+            ),
+            (
+                reply(
+                    DHCPOFFER,
+                    XID,
+                    MAC,
+                    ADDRESS,
+                    &[(54, &[192, 0, 2, 1]), (1, &[0, 0, 0, 0])],
+                ),
+                Ignored::ZeroMask,
             ),
             (
                 reply(DHCPOFFER, XID, MAC, ADDRESS, &[(54, &[192, 0, 2])]),
