@@ -105,18 +105,23 @@ fn demo() -> anyhow::Result<()> {
     print!("{}", timeline::render(&phases(&nb, &lab, &token, &boot)?));
 
     println!("\n== bytes netbootd sent (/boot/blobs; the carte initramfs comes from /files):");
-    let mut total = 0;
+    let mut sent = Vec::new();
     for (version, blobs) in &seed.versions {
         for (name, b) in blobs {
             let n = after.get(&b.sha256).copied().unwrap_or(0)
                 - before.get(&b.sha256).copied().unwrap_or(0);
-            total += n;
             if n > 0 {
-                println!("  {:<30} {:>10} bytes", format!("{version} {name}"), n);
+                sent.push((format!("{version} {name}"), n));
             }
         }
     }
-    println!("  {:<30} {total:>10} bytes", "total");
+    let total: u64 = sent.iter().map(|(_, n)| n).sum();
+    // As wide as the longest "version layer" label, so the byte counts line up.
+    let width = sent.iter().map(|(l, _)| l.len()).max().unwrap_or(0).max(5);
+    for (label, n) in &sent {
+        println!("  {label:<width$} {n:>12} bytes");
+    }
+    println!("  {:<width$} {total:>12} bytes", "total");
     println!(
         "  written to the machine's disk: {} bytes",
         boot.disk_writes
