@@ -68,17 +68,23 @@ impl Marks {
 
 /// The phases as an aligned table with seconds, and the total.
 pub fn render(phases: &[Phase]) -> String {
+    let width = phases
+        .iter()
+        .map(|p| p.name.len())
+        .max()
+        .unwrap_or(0)
+        .max(5);
     let mut out = String::new();
     for p in phases {
         out.push_str(&format!(
-            "  {:<48} {:>6.1} s\n",
+            "  {:<width$} {:>6.1} s\n",
             p.name,
             (p.end_ms - p.start_ms) as f64 / 1000.0
         ));
     }
     if let (Some(first), Some(last)) = (phases.first(), phases.last()) {
         out.push_str(&format!(
-            "  {:<48} {:>6.1} s\n",
+            "  {:<width$} {:>6.1} s\n",
             "total",
             (last.end_ms - first.start_ms) as f64 / 1000.0
         ));
@@ -143,6 +149,27 @@ mod tests {
         let r = render(&p);
         assert!(r.contains("firmware") && r.contains("2.0 s"), "{r}");
         assert!(r.contains("total") && r.contains("2.5 s"), "{r}");
+    }
+
+    #[test]
+    fn a_long_phase_name_widens_the_table_so_the_seconds_line_up() {
+        let long = "kernel + initrds download, kernel start, modules, NIC and more";
+        let p = [
+            Phase {
+                name: long.into(),
+                start_ms: 0,
+                end_ms: 9_600,
+            },
+            Phase {
+                name: "plan".into(),
+                start_ms: 9_600,
+                end_ms: 10_800,
+            },
+        ];
+        let r = render(&p);
+        let ends: Vec<usize> = r.lines().map(|l| l.len()).collect();
+        assert_eq!(ends.len(), 3, "{r}");
+        assert!(ends.iter().all(|&e| e == ends[0]), "{r}");
     }
 
     #[test]
