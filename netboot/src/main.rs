@@ -228,10 +228,25 @@ fn machines(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
+/// `1 setup`, `2 setups`.
+fn counted(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn policy_check(
     dir: &std::path::Path,
     data_dir: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(d) = data_dir.filter(|d| !d.is_dir()) {
+        anyhow::bail!(
+            "--data-dir {}: no such folder (give the data folder netbootd serves from)",
+            d.display()
+        );
+    }
     let catalog: Box<dyn netboot::policy::ImageCatalog> = match data_dir
         .map(netboot::images::metadata_catalog)
         .transpose()?
@@ -243,11 +258,11 @@ fn policy_check(
     match netboot::policy::load_dir_with(dir, catalog.as_ref()) {
         Ok(policy) => {
             println!(
-                "{}: ok ({} setups, {} groups, {} machines)",
+                "{}: ok ({}, {}, {})",
                 dir.display(),
-                policy.setups.len(),
-                policy.groups.len(),
-                policy.machines.len()
+                counted(policy.setups.len(), "setup"),
+                counted(policy.groups.len(), "group"),
+                counted(policy.machines.len(), "machine")
             );
             Ok(ExitCode::SUCCESS)
         }

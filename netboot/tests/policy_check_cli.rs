@@ -67,7 +67,7 @@ fn valid_folder_exits_zero() {
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
-        stdout.contains("ok (0 setups, 1 groups, 0 machines)"),
+        stdout.contains("ok (0 setups, 1 group, 0 machines)"),
         "{stdout}"
     );
 }

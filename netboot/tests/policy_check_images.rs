@@ -94,7 +94,7 @@ fn image_references_are_checked_against_the_data_folder() {
     let out = check(&policy, Some(&data));
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("ok (1 setups"),
+        String::from_utf8_lossy(&out.stdout).contains("ok (1 setup, 1 group, 0 machines)"),
         "{out:?}"
     );
 
@@ -121,4 +121,15 @@ fn image_references_are_checked_against_the_data_folder() {
     let out = check(&policy, None);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("no image store"));
+
+    // A data folder that does not exist is named, not taken for an empty store.
+    let missing = dir.path().join("no-such-data");
+    let out = check(&policy, Some(&missing));
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("--data-dir {}: no such folder", missing.display())),
+        "{stderr}"
+    );
+    assert!(!missing.exists(), "the check created the data folder");
 }
