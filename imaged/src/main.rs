@@ -190,6 +190,8 @@ struct ProgressLine {
     start: Instant,
     last: Instant,
     tty: bool,
+    /// The final line was printed; the reader reports the total again at end of file.
+    ended: bool,
 }
 
 impl ProgressLine {
@@ -201,11 +203,16 @@ impl ProgressLine {
             start: now,
             last: now - Duration::from_secs(1),
             tty: std::io::stderr().is_terminal(),
+            ended: false,
         }
     }
 
     fn update(&mut self, done: u64) {
         let finished = done >= self.total;
+        if self.ended {
+            return;
+        }
+        self.ended = finished;
         if !finished && self.last.elapsed() < Duration::from_millis(200) {
             return;
         }
@@ -494,7 +501,15 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Serve { .. } | Cmd::Build(_) => {} // handled above
         Cmd::Ls => {
-            for i in b.list()? {
+            let images = b.list()?;
+            // A header only above rows: no images prints nothing, for scripts.
+            if !images.is_empty() {
+                println!(
+                    "{:<32} {:<10} {:<16} PROJECT/EXPIRES",
+                    "NAME", "KIND", "OWNER"
+                );
+            }
+            for i in images {
                 let extra = match (&i.project, i.expires_at) {
                     (Some(p), _) => format!("project={p}"),
                     (None, Some(t)) => format!("expires_at={t}"),
@@ -569,6 +584,8 @@ fn run(cli: Cli) -> Result<()> {
 
 fn main() {
     tracing_subscriber::fmt()
+        // Colour codes only on a terminal, not in a log file or a pipe.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

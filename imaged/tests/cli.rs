@@ -107,6 +107,11 @@ fn push_pull_ls_show_rm_through_a_server() {
         progress.contains("2000000/2000000 bytes") && progress.contains("ETA"),
         "{progress}"
     );
+    assert_eq!(
+        progress.matches("2000000/2000000 bytes").count(),
+        1,
+        "the final progress line, once: {progress}"
+    );
 
     let out = run(
         &["--server", &url, "push", "home", f, "--kind", "user"],
@@ -126,7 +131,11 @@ fn push_pull_ls_show_rm_through_a_server() {
     );
     ok(&out);
     let progress = String::from_utf8_lossy(&out.stderr);
-    assert!(progress.contains("2000000/2000000 bytes"), "{progress}");
+    assert_eq!(
+        progress.matches("2000000/2000000 bytes").count(),
+        1,
+        "the final progress line, once: {progress}"
+    );
     assert_eq!(std::fs::read(&pulled).expect("read"), content);
 
     let ls = ok(&run(&["--server", &url, "ls"], Some(&alice)));
@@ -134,6 +143,7 @@ fn push_pull_ls_show_rm_through_a_server() {
         ls.contains("home") && ls.contains("user") && ls.contains("alice"),
         "{ls}"
     );
+    assert!(ls.starts_with("NAME "), "a header names the columns: {ls}");
     assert!(ok(&run(&["--server", &url, "ls"], Some(&bob)))
         .trim()
         .is_empty());
