@@ -61,8 +61,10 @@ enum Cmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// API tokens: create one, list them (admin).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Projects: create one, add a member, list them.
     #[command(subcommand)]
     Project(ProjectCmd),
     /// Build a layer (or a kernel's files) and print them as JSON; --push stores them.
@@ -90,13 +92,17 @@ enum TokenCmd {
         #[arg(long)]
         name: String,
     },
+    /// List the tokens: name, role, creation time (never the secret).
     Ls,
 }
 
 #[derive(Subcommand)]
 enum ProjectCmd {
+    /// Create a project you own.
     Create { name: String },
+    /// Let a user read and push the project's images.
     AddMember { project: String, user: String },
+    /// List the projects with their owner and members.
     Ls,
 }
 
@@ -118,6 +124,7 @@ struct NewImageArgs {
     /// Create the image with this kind if it does not exist.
     #[arg(long)]
     kind: Option<ImageKind>,
+    /// Project images: the project whose members share it.
     #[arg(long)]
     project: Option<String>,
     /// Temporary images: seconds from now until expiry.
@@ -127,23 +134,31 @@ struct NewImageArgs {
 
 #[derive(Args)]
 struct PushArgs {
+    /// The image; created with --kind if it does not exist.
     name: String,
     /// The layer file.
     file: PathBuf,
     #[command(flatten)]
     image: NewImageArgs,
+    /// What the layer is once decoded: erofs, ext4, squashfs or raw (a whole disk).
     #[arg(long, default_value = "erofs", value_parser = parse_format)]
     format: LayerFormat,
+    /// How FILE is compressed on the wire: none or zstd (then give the two below).
     #[arg(long, default_value = "none", value_parser = parse_encoding)]
     encoding: Encoding,
+    /// Size after decoding, what the machine writes to its disk.
     #[arg(long)]
     uncompressed_size: Option<u64>,
+    /// sha256 after decoding, what the machine verifies its cache against.
     #[arg(long)]
     written_sha256: Option<Digest>,
+    /// User and project layers: where they are mounted read-write in the target root.
     #[arg(long)]
     mount_point: Option<String>,
+    /// Fetched by carte-shim after the target's init starts, not before.
     #[arg(long)]
     lazy: bool,
+    /// Project images: the command carte-shim runs once booted.
     #[arg(long)]
     autostart: Option<String>,
     /// Kernel images: the vmlinuz file.
@@ -152,6 +167,7 @@ struct PushArgs {
     /// Kernel images: the modules newc cpio.
     #[arg(long)]
     modules: Option<PathBuf>,
+    /// Kernel images: `uname -r` of the kernel (required there).
     #[arg(long)]
     kernel_release: Option<String>,
 }

@@ -59,37 +59,49 @@ struct ServeArgs {
     /// TOML config file.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// The interface DHCP binds to (required unless DHCP is off); flags override the config.
     #[arg(long)]
     interface: Option<String>,
+    /// The address machines reach netbootd at (next-server, URLs, server id); required.
     #[arg(long)]
     server_addr: Option<Ipv4Addr>,
+    /// How netbootd takes part in DHCP [default: full].
     #[arg(long)]
     dhcp_mode: Option<DhcpMode>,
     /// Address pool for full mode, FIRST-LAST.
     #[arg(long)]
     dhcp_pool: Option<Pool>,
+    /// Subnet prefix length handed out in full mode [default: 24].
     #[arg(long)]
     dhcp_prefix_len: Option<u8>,
+    /// Default gateway handed out in full mode (none if unset).
     #[arg(long)]
     dhcp_router: Option<Ipv4Addr>,
+    /// Lease time in seconds [default: 3600].
     #[arg(long)]
     dhcp_lease_secs: Option<u32>,
+    /// HTTP port for scripts, artefacts and the API [default: 8080].
     #[arg(long)]
     http_port: Option<u16>,
+    /// TFTP port [default: 69].
     #[arg(long)]
     tftp_port: Option<u16>,
+    /// Largest TFTP blksize accepted from a client [default: 1468].
     #[arg(long)]
     tftp_max_blksize: Option<u16>,
     /// Extra folder served over TFTP after the iPXE binaries.
     #[arg(long)]
     tftp_dir: Option<PathBuf>,
+    /// The data folder: image store, files, leases [default: /var/lib/carte].
     #[arg(long)]
     data_dir: Option<PathBuf>,
     /// The carte initramfs for image setups, a path under the data folder.
     #[arg(long)]
     initramfs: Option<String>,
+    /// The boot policy folder, reloaded live [default: /etc/carte/policy].
     #[arg(long)]
     policy_dir: Option<PathBuf>,
+    /// Where the iPXE first stages are [default: /usr/lib/ipxe].
     #[arg(long)]
     ipxe_dir: Option<PathBuf>,
 }

@@ -86,7 +86,7 @@ fn demo() -> anyhow::Result<()> {
     let before = nb.sent_bytes(&lab, &token)?;
     println!(
         "== QEMU (SeaBIOS, QEMU's iPXE ROM, {accel}, 1 GiB, a blank 4 GiB disk) is PXE-booting; \
-         about 90 s under TCG"
+         about a minute under TCG"
     );
     let boot = debian::boot(&lab, &spec, &nb)?;
     let after = nb.sent_bytes(&lab, &token)?;
