@@ -140,16 +140,10 @@ impl Results {
 
     /// The slowest stage: what a perfect pipeline could at best reach.
     pub fn bound(&self) -> (&'static str, f64) {
-        self.stages().into_iter().fold(
-            ("none", f64::INFINITY),
-            |best, s| {
-                if s.1 < best.1 {
-                    s
-                } else {
-                    best
-                }
-            },
-        )
+        self.stages()
+            .into_iter()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .unwrap_or(("none", f64::INFINITY))
     }
 
     /// The rate of the stages run one after the other (no overlap at all): what the
@@ -285,16 +279,19 @@ fn http_copy(
     Ok(())
 }
 
+/// The lengths of the [`BLOCK`] pieces that make up `bytes` (the last one shorter).
+fn pieces(bytes: u64) -> impl Iterator<Item = usize> {
+    let block = BLOCK as u64;
+    (0..bytes.div_ceil(block)).map(move |i| (bytes - i * block).min(block) as usize)
+}
+
 /// Write `bytes` to `path` from offset 0 in [`BLOCK`] pieces of a non-zero pattern, then
 /// fsync: `dd if=<pattern> of=<path> bs=1M conv=fsync`.
 pub fn dd_write(path: &Path, bytes: u64) -> io::Result<()> {
     let block: Vec<u8> = (0..BLOCK).map(|i| (i % 251) as u8 + 1).collect();
     let mut f = OpenOptions::new().write(true).open(path)?;
-    let mut left = bytes;
-    while left > 0 {
-        let n = usize::try_from(left).map_or(BLOCK, |l| l.min(BLOCK));
+    for n in pieces(bytes) {
         f.write_all(&block[..n])?;
-        left -= n as u64;
     }
     f.sync_all()
 }
@@ -303,13 +300,10 @@ pub fn dd_write(path: &Path, bytes: u64) -> io::Result<()> {
 pub fn sha256_of(bytes: u64) -> String {
     let block: Vec<u8> = (0..BLOCK).map(|i| (i % 253) as u8).collect();
     let mut h = Sha256::new();
-    let mut left = bytes;
-    while left > 0 {
-        let n = usize::try_from(left).map_or(BLOCK, |l| l.min(BLOCK));
+    for n in pieces(bytes) {
         h.update(&block[..n]);
-        left -= n as u64;
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::fetch::hex(h.finalize())
 }
 
 /// Decode the first `wire` bytes of `path` as zstd into nowhere; returns the decoded
@@ -604,10 +598,7 @@ mod tests {
         assert_eq!(zstd_decode(&disk, wire.len() as u64).expect("decode"), n);
         // sha256 over the pattern equals the one of the same bytes hashed at once.
         let pattern: Vec<u8> = (0..BLOCK + 5).map(|i| ((i % BLOCK) % 253) as u8).collect();
-        let direct: String = Sha256::digest(&pattern)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let direct = crate::fetch::hex(Sha256::digest(&pattern));
         assert_eq!(sha256_of(pattern.len() as u64), direct);
     }
 

@@ -387,6 +387,21 @@ pub fn run(sys: &mut dyn Sys, env: &Env, say: &mut dyn FnMut(&str)) -> Result<()
     r
 }
 
+/// Progress of restoring `label` (a tar from the server), as sync-back events.
+fn restoring<'a>(
+    report: &'a mut dyn FnMut(Event),
+    label: &'a str,
+) -> impl FnMut(&fetch::Progress) + 'a {
+    move |p| {
+        report(Event::progress(
+            Stage::SyncBack,
+            p.done,
+            p.total,
+            format!("restoring {label}: {p}"),
+        ))
+    }
+}
+
 /// Step 8, second half: a disk without a machine layer gets the last one the server
 /// holds (`machine_restore`), before anything is composed over it. A failure stops this
 /// boot (retried from the plan): composing without it would start a fresh machine layer
@@ -402,15 +417,12 @@ pub fn restore_machine_layer(
         .as_ref()
         .map(|l| format!("{}@{}", l.name, l.version))
         .unwrap_or_default();
-    let mut progress = |p: &fetch::Progress| {
-        report(Event::progress(
-            Stage::SyncBack,
-            p.done,
-            p.total,
-            format!("restoring {label}: {p}"),
-        ))
-    };
-    let outcome = restore::restore(agent, plan, &env.layout.cache_mount, &mut progress)?;
+    let outcome = restore::restore(
+        agent,
+        plan,
+        &env.layout.cache_mount,
+        &mut restoring(report, &label),
+    )?;
     if let restore::Outcome::Restored { label, entries } = outcome {
         report(Event {
             message: Some(format!(
@@ -437,15 +449,7 @@ pub fn restore_layers(
     let state = env.layout.cache_mount.join("sync");
     for r in restore::layer_restores(plan, &env.layout.cache_mount) {
         let label = format!("{}@{}", r.changes.name, r.changes.version);
-        let mut progress = |p: &fetch::Progress| {
-            report(Event::progress(
-                Stage::SyncBack,
-                p.done,
-                p.total,
-                format!("restoring {label}: {p}"),
-            ))
-        };
-        let outcome = restore::restore_layer(agent, &r, &mut progress)?;
+        let outcome = restore::restore_layer(agent, &r, &mut restoring(report, &label))?;
         let restore::Outcome::Restored { label, entries } = outcome else {
             continue;
         };

@@ -137,9 +137,14 @@ fn netmask_prefix(mask: &str) -> Option<u8> {
     if let Ok(n) = mask.parse::<u8>() {
         return (n <= 32).then_some(n);
     }
-    let m = u32::from(mask.parse::<Ipv4Addr>().ok()?);
+    mask_prefix(mask.parse::<Ipv4Addr>().ok()?)
+}
+
+/// The prefix length of a netmask, which must be contiguous ones then zeros (the `ip=`
+/// netmask and DHCP's option 1).
+pub(crate) fn mask_prefix(mask: Ipv4Addr) -> Option<u8> {
+    let m = u32::from(mask);
     let ones = m.leading_ones();
-    // A netmask must be contiguous ones then zeros.
     (m.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
 }
 

@@ -13,7 +13,7 @@
 //! broadcast flag asks every server for; a server that unicasts to the offered address
 //! anyway is not heard.
 
-use crate::cmdline::{Lease, Mac};
+use crate::cmdline::{mask_prefix, Lease, Mac};
 use crate::sys::{Errno, SocketId, Sys};
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -205,13 +205,6 @@ fn same_subnet(a: Ipv4Addr, b: Ipv4Addr, prefix_len: u8) -> bool {
         .checked_shl(32 - u32::from(prefix_len.min(32)))
         .unwrap_or(0);
     u32::from(a) & mask == u32::from(b) & mask
-}
-
-/// The prefix length of a contiguous netmask.
-fn mask_prefix(mask: Ipv4Addr) -> Option<u8> {
-    let m = u32::from(mask);
-    let ones = m.leading_ones();
-    (m.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
 }
 
 /// The options after the cookie as (code, data), split instances concatenated (RFC 3396).

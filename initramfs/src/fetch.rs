@@ -160,7 +160,8 @@ pub enum FetchError {
     Write { path: PathBuf, source: io::Error },
 }
 
-fn hex(d: impl AsRef<[u8]>) -> String {
+/// Lowercase hex of a digest (how plans and the cache name sha256s).
+pub(crate) fn hex(d: impl AsRef<[u8]>) -> String {
     d.as_ref().iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -390,10 +390,7 @@ mod tests {
     use sha2::Digest as _;
 
     fn hex(bytes: &[u8]) -> String {
-        sha2::Sha256::digest(bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        crate::fetch::hex(sha2::Sha256::digest(bytes))
     }
 
     fn data_layer(name: &str, version: u64, format: Format, bytes: &[u8], url: &str) -> Layer {

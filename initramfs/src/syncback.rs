@@ -12,6 +12,7 @@
 //! It never deletes or changes the upper folders themselves (the local data stays until
 //! the server has it, and after), and never fails the boot: outcomes are reported.
 
+use crate::fetch::hex;
 use crate::pack;
 use carte_contract::{Plan, SyncTarget};
 use sha2::{Digest, Sha256};
@@ -188,7 +189,7 @@ pub fn fingerprint(upper: &Path) -> io::Result<String> {
         bytes: 0,
     };
     let (_, w) = pack::pack(upper, w)?;
-    Ok(hex(w.hasher))
+    Ok(hex(w.hasher.finalize()))
 }
 
 /// Records `sha256` as what the server holds of `key` (after a restore from the server,
@@ -199,14 +200,6 @@ pub fn record_confirmed(state: &Path, key: &str, sha256: &str) -> io::Result<()>
         &confirmed_file(state, key),
         format!("{sha256}\n").as_bytes(),
     )
-}
-
-fn hex(hasher: Sha256) -> String {
-    hasher
-        .finalize()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn upload(
@@ -233,7 +226,7 @@ fn upload(
     let (_, mut w) = pack::pack(&item.upper, w).map_err(pack_err)?;
     w.flush().map_err(pack_err)?;
     let bytes = w.bytes;
-    let sha256 = hex(w.hasher);
+    let sha256 = hex(w.hasher.finalize());
     let confirmed = confirmed_file(state, &key);
     if fs::read_to_string(&confirmed).is_ok_and(|c| c.trim() == sha256) {
         return Ok(Outcome::Unchanged { sha256 });
@@ -316,10 +309,7 @@ mod tests {
         assert_eq!(r.header("authorization"), Some("Bearer tok"));
         assert_eq!(r.header("x-carte-sha256"), Some(sha256.as_str()));
         assert_eq!(r.body.len() as u64, bytes);
-        let got: String = Sha256::digest(&r.body)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let got = hex(Sha256::digest(&r.body));
         assert_eq!(got, sha256, "the body is what the header names");
         let names: Vec<String> = tar::Archive::new(&r.body[..])
             .entries()

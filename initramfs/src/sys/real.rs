@@ -38,12 +38,16 @@ pub struct RealSys;
 /// stale id is `EBADF`, never someone else's descriptor.
 static UDP_SOCKETS: Mutex<BTreeMap<i32, OwnedFd>> = Mutex::new(BTreeMap::new());
 
+/// The socket table; a poisoned lock still holds valid descriptors.
+fn udp_sockets() -> std::sync::MutexGuard<'static, BTreeMap<i32, OwnedFd>> {
+    UDP_SOCKETS.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn with_socket<T>(
     socket: SocketId,
     f: impl FnOnce(&OwnedFd) -> Result<T, Errno>,
 ) -> Result<T, Errno> {
-    let sockets = UDP_SOCKETS.lock().unwrap_or_else(|p| p.into_inner());
-    f(sockets.get(&socket.0).ok_or(Errno::EBADF)?)
+    f(udp_sockets().get(&socket.0).ok_or(Errno::EBADF)?)
 }
 
 /// The origin of [`Sys::now`].
@@ -428,10 +432,7 @@ impl Sys for RealSys {
         socket::setsockopt(&fd, sockopt::BindToDevice, &OsString::from(interface))?;
         socket::bind(fd.as_raw_fd(), &SockaddrIn::new(0, 0, 0, 0, port))?;
         let id = fd.as_raw_fd();
-        UDP_SOCKETS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id, fd);
+        udp_sockets().insert(id, fd);
         Ok(SocketId(id))
     }
 
@@ -465,10 +466,7 @@ impl Sys for RealSys {
 
     fn udp_close(&mut self, socket: SocketId) {
         // Dropping the descriptor closes it.
-        UDP_SOCKETS
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&socket.0);
+        udp_sockets().remove(&socket.0);
     }
 
     fn now(&mut self) -> Duration {
