@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use carte_contract::Event;
 
-use super::state::AppState;
+use super::state::{AppState, ImageRoutes};
 use crate::mac::MacAddr;
 use crate::machines::MachineError;
 use crate::ratelimit::RateLimiter;
@@ -56,12 +56,12 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .map(str::trim)
 }
 
-/// The MAC and token of a machine request, or the error to answer.
-fn machine_request(
-    state: &AppState,
+/// The MAC, the image routes and the token of a machine request, or the error to answer.
+fn machine_request<'a>(
+    state: &'a AppState,
     mac: &str,
     headers: &HeaderMap,
-) -> Result<(MacAddr, std::sync::Arc<crate::machines::Machines>, String), Box<Response>> {
+) -> Result<(MacAddr, &'a ImageRoutes, String), Box<Response>> {
     let Some(images) = &state.images else {
         return Err(Box::new(error(
             StatusCode::NOT_FOUND,
@@ -78,7 +78,22 @@ fn machine_request(
             "missing bearer token (the boot token)",
         ))
     })?;
-    Ok((mac, images.machines.clone(), token.to_string()))
+    Ok((mac, images, token.to_string()))
+}
+
+/// A machine request whose bearer is this boot's token: the MAC, the image routes and
+/// the boot's plan, or the error to answer.
+fn boot_plan<'a>(
+    state: &'a AppState,
+    mac: &str,
+    headers: &HeaderMap,
+) -> Result<(MacAddr, &'a ImageRoutes, carte_contract::Plan), Box<Response>> {
+    let (mac, images, token) = machine_request(state, mac, headers)?;
+    let plan = images
+        .machines
+        .plan(mac, &token)
+        .map_err(|e| Box::new(refused(e)))?;
+    Ok((mac, images, plan))
 }
 
 fn refused(e: MachineError) -> Response {
@@ -93,16 +108,12 @@ pub async fn plan(
     Path(mac): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    let (mac, machines, token) = match machine_request(&state, &mac, &headers) {
-        Ok(r) => r,
-        Err(resp) => return *resp,
-    };
-    match machines.plan(mac, &token) {
-        Ok(plan) => {
+    match boot_plan(&state, &mac, &headers) {
+        Ok((mac, _, plan)) => {
             tracing::info!(%mac, layers = plan.layers.len(), "plan served");
             Json(plan).into_response()
         }
-        Err(e) => refused(e),
+        Err(resp) => *resp,
     }
 }
 
@@ -112,7 +123,7 @@ pub async fn event(
     headers: HeaderMap,
     body: Result<Json<Event>, axum::extract::rejection::JsonRejection>,
 ) -> Response {
-    let (mac, machines, token) = match machine_request(&state, &mac, &headers) {
+    let (mac, images, token) = match machine_request(&state, &mac, &headers) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
@@ -125,7 +136,10 @@ pub async fn event(
             )
         }
     };
-    match machines.event(mac, &token, &event, crate::machines::now_ms()) {
+    match images
+        .machines
+        .event(mac, &token, &event, crate::machines::now_ms())
+    {
         Ok(()) => {
             // Only a machine with this boot's token gets here; its message (an autostart's
             // output tail, a progress line) is logged bounded.
@@ -203,13 +217,9 @@ pub async fn sync_machine(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let (mac, machines, token) = match machine_request(&state, &mac, &headers) {
+    let (mac, images, plan) = match boot_plan(&state, &mac, &headers) {
         Ok(r) => r,
         Err(resp) => return *resp,
-    };
-    let plan = match machines.plan(mac, &token) {
-        Ok(p) => p,
-        Err(e) => return refused(e),
     };
     if !plan
         .sync_back
@@ -224,9 +234,6 @@ pub async fn sync_machine(
     let declared = match declared_sha256(&headers) {
         Ok(d) => d,
         Err(resp) => return *resp,
-    };
-    let Some(images) = &state.images else {
-        return error(StatusCode::NOT_FOUND, "no image store");
     };
     let mut reader = body_reader(body);
     let store = images.store.clone();
@@ -261,13 +268,9 @@ pub async fn sync_layer(
     headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
-    let (mac, machines, token) = match machine_request(&state, &mac, &headers) {
+    let (mac, images, plan) = match boot_plan(&state, &mac, &headers) {
         Ok(r) => r,
         Err(resp) => return *resp,
-    };
-    let plan = match machines.plan(mac, &token) {
-        Ok(p) => p,
-        Err(e) => return refused(e),
     };
     let target = carte_contract::SyncTarget::Layer(name.clone());
     let base = plan
@@ -293,9 +296,6 @@ pub async fn sync_layer(
     let declared = match declared_sha256(&headers) {
         Ok(d) => d,
         Err(resp) => return *resp,
-    };
-    let Some(images) = &state.images else {
-        return error(StatusCode::NOT_FOUND, "no image store");
     };
     let mut reader = body_reader(body);
     let store = images.store.clone();
