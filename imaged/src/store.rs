@@ -487,6 +487,11 @@ impl Store {
         )
     }
 
+    /// One image's record (kind, owner, project), without its versions.
+    pub fn image(&self, who: &Principal, name: &str) -> Result<Image, StoreError> {
+        self.image_for(who, name, Access::Read)
+    }
+
     /// One version; `@latest` resolves to the highest.
     pub fn version(&self, who: &Principal, r: &ImageRef) -> Result<Version, StoreError> {
         self.image_for(who, &r.name, Access::Read)?;

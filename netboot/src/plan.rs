@@ -76,15 +76,31 @@ enum Use {
     Restore,
 }
 
-/// One layer of the plan from the version `r` means now, for `used`.
-fn layer(store: &Store, r: &ImageRef, base: &str, used: Use) -> Result<Layer, PlanError> {
+/// The kind of the image `r` names and the version it means now.
+fn resolve(store: &Store, r: &ImageRef) -> Result<(ImageKind, model::Version), PlanError> {
     let who = Principal::local_admin();
     let err = |source| PlanError::Store {
         image: r.clone(),
         source,
     };
-    let image = store.show_image(&who, &r.name).map_err(err)?.image;
-    let v = store.version(&who, r).map_err(err)?;
+    let kind = store.image(&who, &r.name).map_err(err)?.kind;
+    Ok((kind, store.version(&who, r).map_err(err)?))
+}
+
+/// One layer of the plan from the version `r` means now, for `used`.
+fn layer(store: &Store, r: &ImageRef, base: &str, used: Use) -> Result<Layer, PlanError> {
+    let (kind, v) = resolve(store, r)?;
+    layer_of(kind, &v, r, base, used)
+}
+
+/// The plan layer of version `v` (of an image of `kind`, named by `r`), for `used`.
+fn layer_of(
+    image_kind: ImageKind,
+    v: &model::Version,
+    r: &ImageRef,
+    base: &str,
+    used: Use,
+) -> Result<Layer, PlanError> {
     let a = v
         .artefacts
         .get(&ArtefactName::Layer)
@@ -94,7 +110,7 @@ fn layer(store: &Store, r: &ImageRef, base: &str, used: Use) -> Result<Layer, Pl
     Ok(Layer {
         name: v.image.clone(),
         version: u64::from(v.number),
-        kind: kind(image.kind),
+        kind: kind(image_kind),
         format: match (m.format, used) {
             (model::LayerFormat::Raw, Use::Flash) => Format::Raw,
             (_, Use::Flash) => return Err(PlanError::NotRaw { image: r.clone() }),
@@ -131,13 +147,9 @@ fn layer(store: &Store, r: &ImageRef, base: &str, used: Use) -> Result<Layer, Pl
 /// layer's `restore`. `persist` says whether the machine layer (where uppers live) stays
 /// on the disk; without it such changes cannot be restored and the plan is refused.
 fn data_layer(store: &Store, r: &ImageRef, base: &str, persist: bool) -> Result<Layer, PlanError> {
-    let who = Principal::local_admin();
-    let v = store.version(&who, r).map_err(|source| PlanError::Store {
-        image: r.clone(),
-        source,
-    })?;
+    let (image_kind, v) = resolve(store, r)?;
     let Some(on) = v.layer.base else {
-        return layer(store, r, base, Use::Mount);
+        return layer_of(image_kind, &v, r, base, Use::Mount);
     };
     if !persist {
         return Err(PlanError::ChangesNeedPersist {
@@ -150,7 +162,7 @@ fn data_layer(store: &Store, r: &ImageRef, base: &str, persist: bool) -> Result<
         name: r.name.clone(),
         version: model::VersionSpec::Exact(n),
     };
-    let changes = layer(store, &exact(v.number), base, Use::Restore)?;
+    let changes = layer_of(image_kind, &v, &exact(v.number), base, Use::Restore)?;
     let mut mounted = layer(store, &exact(on), base, Use::Mount)?;
     mounted.restore = Some(Box::new(changes));
     Ok(mounted)
