@@ -175,21 +175,16 @@ impl Machine {
         if spec.pause_on_poweroff {
             qemu.args(["-action", "shutdown=pause"]);
         }
-        if let Some(disk) = &spec.disk {
-            qemu.arg("-drive")
-                .arg(format!(
-                    "file={},if=none,id=d0,format=raw,cache=writeback",
-                    disk.display()
-                ))
-                .args(["-device", "virtio-blk-pci,drive=d0"]);
-        }
-        if let Some(disk) = &spec.scratch_disk {
-            qemu.arg("-drive")
-                .arg(format!(
-                    "file={},if=none,id=d1,format=raw,cache=writeback",
-                    disk.display()
-                ))
-                .args(["-device", "virtio-blk-pci,drive=d1"]);
+        // The guest sees them in this order: vda, then vdb.
+        for (id, disk) in [("d0", &spec.disk), ("d1", &spec.scratch_disk)] {
+            if let Some(disk) = disk {
+                qemu.arg("-drive")
+                    .arg(format!(
+                        "file={},if=none,id={id},format=raw,cache=writeback",
+                        disk.display()
+                    ))
+                    .args(["-device", &format!("virtio-blk-pci,drive={id}")]);
+            }
         }
         Self::spawn(&spec.name, qemu, dir)
     }

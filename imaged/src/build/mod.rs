@@ -41,7 +41,7 @@ mod error;
 mod ext4;
 mod kernel;
 mod layer;
-mod modset;
+pub mod modset;
 mod oci;
 mod raw;
 mod stage;
