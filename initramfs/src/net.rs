@@ -291,7 +291,7 @@ mod tests {
     #[test]
     fn bring_up_sends_link_address_route() {
         let t = tempfile::tempdir().expect("tempdir");
-        nic(t.path(), "eth0", "52:54:00:00:00:01", "down");
+        nic(t.path(), "eth0", "52:54:00:00:00:01");
         fs::write(t.path().join("class/net/eth0/ifindex"), "2\n").expect("w");
         fs::write(t.path().join("class/net/eth0/carrier"), "1\n").expect("w");
         let mut sys = FakeSys::new();
@@ -328,19 +328,19 @@ mod tests {
         );
     }
 
-    fn nic(root: &Path, name: &str, mac: &str, state: &str) {
+    /// An interface in a fake sysfs, by name and MAC (nothing reads its operstate).
+    fn nic(root: &Path, name: &str, mac: &str) {
         let d = root.join("class/net").join(name);
         fs::create_dir_all(&d).expect("mkdir");
         fs::write(d.join("address"), format!("{mac}\n")).expect("w");
-        fs::write(d.join("operstate"), format!("{state}\n")).expect("w");
     }
 
     #[test]
     fn finds_the_nic_by_mac() {
         let t = tempfile::tempdir().expect("tempdir");
-        nic(t.path(), "lo", "00:00:00:00:00:00", "unknown");
-        nic(t.path(), "eth0", "52:54:00:00:00:01", "down");
-        nic(t.path(), "eth1", "52:54:00:00:00:02", "up");
+        nic(t.path(), "lo", "00:00:00:00:00:00");
+        nic(t.path(), "eth0", "52:54:00:00:00:01");
+        nic(t.path(), "eth1", "52:54:00:00:00:02");
         let mac = |s| Mac::parse(s).expect("mac");
         assert_eq!(
             find_interface(t.path(), mac("52:54:00:00:00:02")),
@@ -369,7 +369,7 @@ mod tests {
     #[test]
     fn without_a_lease_dhcp_gives_one_once_the_link_is_up() {
         let t = tempfile::tempdir().expect("tempdir");
-        nic(t.path(), "eth0", "52:54:00:c0:07:02", "down");
+        nic(t.path(), "eth0", "52:54:00:c0:07:02");
         fs::write(t.path().join("class/net/eth0/ifindex"), "2\n").expect("w");
         // No carrier at first: the client waits for it before it sends.
         let mac = Mac::parse("52:54:00:c0:07:02").expect("mac");

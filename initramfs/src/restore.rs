@@ -427,6 +427,14 @@ mod tests {
         p
     }
 
+    /// A plan mounting `notes@1` writable at /srv/notes with `changes` to restore.
+    fn notes_restoring(changes: Layer) -> Plan {
+        let mut mounted = data_layer("notes", 1, Format::Erofs, b"n", "u");
+        mounted.mount_point = Some("/srv/notes".into());
+        mounted.restore = Some(Box::new(changes));
+        plan_with(vec![mounted])
+    }
+
     #[test]
     fn only_writable_layers_with_changes_are_restored_where_compose_mounts_them() {
         let changes = |name: &str| Some(Box::new(data_layer(name, 2, Format::Tar, b"t", "u")));
@@ -460,10 +468,7 @@ mod tests {
         let body = tar.clone();
         let srv = crate::testhttp::serve(move |_| (200, body.clone()));
         let changes = data_layer("notes", 2, Format::Tar, &tar, &format!("{}/t", srv.base));
-        let mut mounted = data_layer("notes", 1, Format::Erofs, b"n", "u");
-        mounted.mount_point = Some("/srv/notes".into());
-        mounted.restore = Some(Box::new(changes));
-        let plan = plan_with(vec![mounted]);
+        let plan = notes_restoring(changes);
         let carte_fs = dir.path().join("carte");
         let agent = crate::http::agent(crate::http::Timeouts::default());
         let r = &layer_restores(&plan, &carte_fs)[0];
@@ -512,10 +517,7 @@ mod tests {
         );
         changes.size = 21;
         changes.uncompressed_size = 21;
-        let mut mounted = data_layer("notes", 1, Format::Erofs, b"n", "u");
-        mounted.mount_point = Some("/srv/notes".into());
-        mounted.restore = Some(Box::new(changes));
-        let plan = plan_with(vec![mounted]);
+        let plan = notes_restoring(changes);
         let carte_fs = dir.path().join("carte");
         let agent = crate::http::agent(crate::http::Timeouts::default());
         let r = &layer_restores(&plan, &carte_fs)[0];

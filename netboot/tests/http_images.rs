@@ -529,26 +529,8 @@ async fn image_setup_renders_and_its_kernel_artefacts_are_served_by_digest() {
 #[tokio::test]
 async fn a_machine_syncs_its_layer_back_only_when_its_plan_says_so() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let policy_dir = dir.path().join("policy");
-    std::fs::create_dir_all(&policy_dir).expect("mkdir");
     let refs = PolicyReferences::default();
-    let store = open_store(&data, refs.clone()).expect("store");
-    push(
-        &store,
-        "linux",
-        ImageKind::Kernel,
-        &kernel_files(b"MZ", b"070701"),
-        Some("6.1.0-carte"),
-    );
-    push(
-        &store,
-        "debian",
-        ImageKind::System,
-        &[(ArtefactName::Layer, b"a system layer".as_slice())],
-        None,
-    );
-    write(&data.join("carte/initramfs.cpio.zst"), b"carte initramfs");
+    let store = linux_debian_and_initramfs(dir.path(), &refs);
     let (addr, _stop) = serve_policy(
         dir.path(),
         &store,
@@ -631,22 +613,10 @@ async fn a_machine_syncs_its_layer_back_only_when_its_plan_says_so() {
     assert_eq!(r.status, 403, "{}", r.text());
 }
 
-/// The versions of `image` in `store`, as `(number, format, base)`.
-fn versions_of(store: &Store, image: &str) -> Vec<(u32, LayerFormat, Option<u32>)> {
-    store
-        .show_image(&Principal::local_admin(), image)
-        .expect("show")
-        .versions
-        .iter()
-        .map(|v| (v.number, v.layer.format, v.layer.base))
-        .collect()
-}
-
-#[tokio::test]
-async fn a_machine_syncs_a_writable_layer_back_only_when_its_plan_names_it() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("data");
-    let refs = PolicyReferences::default();
+/// A store in `dir/data` holding the kernel `linux@1` and the system `debian@1`, with a
+/// carte initramfs in the data folder: what an image setup needs to boot.
+fn linux_debian_and_initramfs(dir: &Path, refs: &PolicyReferences) -> Store {
+    let data = dir.join("data");
     let store = open_store(&data, refs.clone()).expect("store");
     push(
         &store,
@@ -662,6 +632,26 @@ async fn a_machine_syncs_a_writable_layer_back_only_when_its_plan_names_it() {
         &[(ArtefactName::Layer, b"a system layer".as_slice())],
         None,
     );
+    write(&data.join("carte/initramfs.cpio.zst"), b"carte initramfs");
+    store
+}
+
+/// The versions of `image` in `store`, as `(number, format, base)`.
+fn versions_of(store: &Store, image: &str) -> Vec<(u32, LayerFormat, Option<u32>)> {
+    store
+        .show_image(&Principal::local_admin(), image)
+        .expect("show")
+        .versions
+        .iter()
+        .map(|v| (v.number, v.layer.format, v.layer.base))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_machine_syncs_a_writable_layer_back_only_when_its_plan_names_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let refs = PolicyReferences::default();
+    let store = linux_debian_and_initramfs(dir.path(), &refs);
     // alice's own user layer, mounted read-write at /home/alice.
     let alice = Principal::new("alice", Role::User);
     store
@@ -691,7 +681,6 @@ async fn a_machine_syncs_a_writable_layer_back_only_when_its_plan_names_it() {
             },
         )
         .expect("version");
-    write(&data.join("carte/initramfs.cpio.zst"), b"carte initramfs");
     let (addr, _stop) = serve_policy(
         dir.path(),
         &store,
