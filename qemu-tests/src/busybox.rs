@@ -3,6 +3,9 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::process::Command;
+
+use crate::{assets, proc};
 
 /// What the target init prints, followed by its pid (`1` when carte switched root right).
 pub const INIT_MARKER: &str = "TARGET INIT RUNNING as pid";
@@ -24,5 +27,22 @@ pub fn root(root: &Path) -> anyhow::Result<()> {
         ),
     )?;
     std::fs::set_permissions(&init, std::fs::Permissions::from_mode(0o755))?;
+    Ok(())
+}
+
+/// That system as the system image `bb`, built and pushed with `imaged build dir --push`
+/// into the store in `data` (work files go below `work`).
+pub fn push_image(work: &Path, data: &Path) -> anyhow::Result<()> {
+    let tree = work.join("root");
+    root(&tree)?;
+    proc::run(
+        Command::new(assets::imaged_bin()?)
+            .args(["build", "dir"])
+            .arg(&tree)
+            .arg("--out")
+            .arg(work.join("bb"))
+            .args(["--push", "bb", "--kind", "system", "--data"])
+            .arg(data),
+    )?;
     Ok(())
 }

@@ -103,14 +103,6 @@ fn fill_tree(src: &Path, dst: &Path, bytes: u64) -> anyhow::Result<u64> {
     Ok(bytes - left)
 }
 
-fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let out = proc::run(Command::new("sha256sum").arg(path))?;
-    out.split_whitespace()
-        .next()
-        .map(str::to_string)
-        .ok_or_else(|| anyhow::anyhow!("sha256sum printed nothing for {}", path.display()))
-}
-
 /// Builds the layer and the kernel image into netbootd's store (`data`).
 fn seed_store(spec: &Spec, work: &Path, data: &Path) -> anyhow::Result<()> {
     let imaged = assets::imaged_bin()?;
@@ -138,8 +130,8 @@ fn seed_store(spec: &Spec, work: &Path, data: &Path) -> anyhow::Result<()> {
             .arg("-o")
             .arg(&wire),
     )?;
-    let size = std::fs::metadata(&erofs)?.len();
-    let written = sha256_file(&erofs)?;
+    let decoded = imaged::blob::sha256_reader(&mut std::fs::File::open(&erofs)?)?;
+    let (size, written) = (decoded.size, decoded.digest.to_string());
     std::fs::remove_file(&erofs)?;
     proc::run(
         Command::new(&imaged)
@@ -163,25 +155,12 @@ fn seed_store(spec: &Spec, work: &Path, data: &Path) -> anyhow::Result<()> {
     )?;
     std::fs::remove_file(&wire)?;
 
-    let (vmlinuz, release) = host_kernel::vmlinuz()?;
     let wanted: Vec<&str> = host_kernel::COMPOSE_MODULES
         .iter()
         .chain(host_kernel::DISK_MODULES)
         .copied()
         .collect();
-    let modules = host_kernel::module_subset(&release, &work.join("modules"), &wanted)?;
-    proc::run(
-        Command::new(&imaged)
-            .args(["build", "kernel", "--vmlinuz"])
-            .arg(&vmlinuz)
-            .arg("--modules")
-            .arg(&modules)
-            .arg("--data")
-            .arg(data)
-            .arg("--out")
-            .arg(work.join("kernel"))
-            .args(["--push", "linux", "--kind", "kernel"]),
-    )?;
+    host_kernel::push_image(work, data, &wanted)?;
     let initramfs = assets::carte_initramfs()?;
     std::fs::create_dir_all(data.join("carte"))?;
     std::fs::copy(&initramfs, data.join("carte/initramfs.cpio.zst"))?;

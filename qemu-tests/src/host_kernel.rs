@@ -3,13 +3,14 @@
 //! and `modules.alias`), because the whole tree would be a 400 MB layer. The tests that
 //! boot a composed busybox system and the flash benchmark build their kernel image from it.
 //!
-//! It only copies files; building and pushing the image is the caller's business.
+//! [`push_image`] builds and pushes that kernel image with the real `imaged` CLI.
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use imaged::build::modset;
 
-use crate::assets;
+use crate::{assets, proc};
 
 /// What a virtio VM needs to reach the network and compose: the NIC, the PCI transport,
 /// loop devices, overlayfs and erofs. erofs needs libcrc32c, which needs a crc32c (a soft
@@ -46,6 +47,27 @@ pub fn vmlinuz() -> anyhow::Result<(PathBuf, String)> {
         .ok_or_else(|| anyhow::anyhow!("kernel {} is not vmlinuz-<release>", vmlinuz.display()))?
         .to_string();
     Ok((vmlinuz, release))
+}
+
+/// Builds the kernel image `linux` from the host kernel and the modules matching
+/// `wanted` with `imaged build kernel --push` into the store in `data` (work files go
+/// below `work`).
+pub fn push_image(work: &Path, data: &Path, wanted: &[&str]) -> anyhow::Result<()> {
+    let (vmlinuz, release) = vmlinuz()?;
+    let modules = module_subset(&release, &work.join("modules"), wanted)?;
+    proc::run(
+        Command::new(assets::imaged_bin()?)
+            .args(["build", "kernel", "--vmlinuz"])
+            .arg(&vmlinuz)
+            .arg("--modules")
+            .arg(&modules)
+            .arg("--data")
+            .arg(data)
+            .arg("--out")
+            .arg(work.join("kernel"))
+            .args(["--push", "linux", "--kind", "kernel"]),
+    )?;
+    Ok(())
 }
 
 /// Copies the modules matching `wanted` (globs over `modules.dep` paths, see

@@ -12,7 +12,6 @@
 
 use std::io::Write;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use qemu_tests::lab::SERVER_ADDR;
@@ -104,44 +103,11 @@ fn get(lab: &Lab, url: &str, out: Option<&Path>) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&o.stdout).into_owned())
 }
 
-fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let o = cmd.output()?;
-    anyhow::ensure!(
-        o.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&o.stderr).trim()
-    );
-    Ok(())
-}
-
 /// The kernel image `linux` (host kernel, compose modules) and the system image `bb`
 /// (busybox) in netbootd's store, and the carte initramfs in its data folder.
 fn seed(work: &Path, data: &Path, initramfs: &Path) -> anyhow::Result<()> {
-    let imaged = assets::imaged_bin()?;
-    let (vmlinuz, release) = host_kernel::vmlinuz()?;
-    let modules = host_kernel::module_subset(
-        &release,
-        &work.join("modules"),
-        host_kernel::COMPOSE_MODULES,
-    )?;
-    run(Command::new(&imaged)
-        .args(["build", "kernel", "--vmlinuz"])
-        .arg(&vmlinuz)
-        .arg("--modules")
-        .arg(&modules)
-        .arg("--out")
-        .arg(work.join("kernel"))
-        .args(["--push", "linux", "--kind", "kernel", "--data"])
-        .arg(data))?;
-    let root = work.join("root");
-    busybox::root(&root)?;
-    run(Command::new(&imaged)
-        .args(["build", "dir"])
-        .arg(&root)
-        .arg("--out")
-        .arg(work.join("bb"))
-        .args(["--push", "bb", "--kind", "system", "--data"])
-        .arg(data))?;
+    host_kernel::push_image(work, data, host_kernel::COMPOSE_MODULES)?;
+    busybox::push_image(work, data)?;
     std::fs::create_dir_all(data.join("carte"))?;
     std::fs::copy(initramfs, data.join("carte/initramfs.cpio.zst"))?;
     Ok(())
