@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use imaged::build::{self, BuildOptions, Built, BuiltLayer, FsFormat, KernelSource, Source};
 use imaged::model::{ArtefactName, Digest, Encoding, ImageKind, LayerFormat, LayerMeta};
 
-use crate::{ensure_image, upload_version, Backend, NewImageArgs};
+use crate::{push_version, Backend, NewImageArgs};
 
 #[derive(Subcommand)]
 pub(crate) enum BuildCmd {
@@ -126,7 +126,8 @@ pub(crate) fn run(backend: Option<&dyn Backend>, cmd: &BuildCmd) -> Result<()> {
         FormatArg::Erofs => FsFormat::Erofs,
         FormatArg::Ext4 => FsFormat::Ext4,
     };
-    let built = build::build(&source, &opts).with_context(|| format!("build {source:?}"))?;
+    let built =
+        build::build(&source, &opts).with_context(|| format!("build {}", source.describe()))?;
     let mut report = match &built {
         Built::Layer(l) => json!({ "layer": layer_json(l) }),
         Built::Kernel(k) => json!({
@@ -160,7 +161,6 @@ fn push_built(
         project: common.image.project.clone(),
         expires_in: common.image.expires_in,
     };
-    ensure_image(b, name, &image)?;
     let (main, extra, release) = match built {
         Built::Layer(l) => (l, vec![], None),
         Built::Kernel(k) => (
@@ -192,7 +192,7 @@ fn push_built(
         kernel_release: release,
         base: None,
     };
-    upload_version(b, name, files, layer)
+    push_version(b, name, &image, files, layer)
 }
 
 fn layer_format(l: &BuiltLayer) -> Result<LayerFormat> {

@@ -397,11 +397,12 @@ fn hash_file(path: &Path) -> Result<(Digest, u64)> {
 }
 
 /// Creates `name` with `--kind` (and its project/expiry) unless it already exists.
-fn ensure_image(b: &dyn Backend, name: &str, a: &NewImageArgs) -> Result<()> {
-    let Some(kind) = a.kind else { return Ok(()) };
+/// Creates `name` with `a.kind` unless it exists; true when it was created here.
+fn ensure_image(b: &dyn Backend, name: &str, a: &NewImageArgs) -> Result<bool> {
+    let Some(kind) = a.kind else { return Ok(false) };
     // Already there (and readable): push a new version of it.
     if b.show(name).is_ok() {
-        return Ok(());
+        return Ok(false);
     }
     b.create(NewImage {
         name: name.to_string(),
@@ -410,7 +411,28 @@ fn ensure_image(b: &dyn Backend, name: &str, a: &NewImageArgs) -> Result<()> {
         expires_at: a.expires_in.map(|s| store::now() + s),
     })?;
     eprintln!("created {kind} image {name}");
-    Ok(())
+    Ok(true)
+}
+
+/// `push` and `build --push`: the next version of `image` (created first when `new`
+/// says so) from `files`. An image this call created is deleted again when the version
+/// is refused, so a failed push leaves nothing behind.
+fn push_version(
+    b: &dyn Backend,
+    image: &str,
+    new: &NewImageArgs,
+    files: Vec<(ArtefactName, PathBuf)>,
+    layer: LayerMeta,
+) -> Result<Version> {
+    let created = ensure_image(b, image, new)?;
+    let pushed = upload_version(b, image, files, layer);
+    if pushed.is_err() && created {
+        match b.delete(image) {
+            Ok(()) => eprintln!("deleted the image {image} again (the push failed)"),
+            Err(e) => eprintln!("the image {image} created for this push stays: {e:#}"),
+        }
+    }
+    pushed
 }
 
 /// Uploads each file as a blob of `image`, then records them as one version.
@@ -433,7 +455,6 @@ fn upload_version(
 }
 
 fn push(b: &dyn Backend, a: PushArgs) -> Result<Version> {
-    ensure_image(b, &a.name, &a.image)?;
     let mut files = vec![(ArtefactName::Layer, a.file.clone())];
     files.extend(a.vmlinuz.clone().map(|f| (ArtefactName::Vmlinuz, f)));
     files.extend(a.modules.clone().map(|f| (ArtefactName::Modules, f)));
@@ -448,7 +469,7 @@ fn push(b: &dyn Backend, a: PushArgs) -> Result<Version> {
         kernel_release: a.kernel_release,
         base: None,
     };
-    upload_version(b, &a.name, files, layer)
+    push_version(b, &a.name, &a.image, files, layer)
 }
 
 fn print_json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -610,7 +631,7 @@ fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(e) = run(cli) {
-        eprintln!("imaged: {e:#}");
+        eprintln!("imaged: {}", imaged::report::error_line(e.as_ref()));
         std::process::exit(1);
     }
 }

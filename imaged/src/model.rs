@@ -53,7 +53,8 @@ impl ImageKind {
 
 impl fmt::Display for ImageKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // pad, not write_str: `{:<10}` in a table must line up.
+        f.pad(self.as_str())
     }
 }
 

@@ -197,6 +197,30 @@ fn local_push_pull_and_gc() {
     let gc: serde_json::Value =
         serde_json::from_str(&ok(&run(&["--data", d, "gc"], None))).expect("json");
     assert_eq!(gc["deleted_blobs"], 0, "the referenced blob stays");
+    // A push refused after it created its image leaves no image behind.
+    let refused = run(
+        &[
+            "--data",
+            d,
+            "push",
+            "fresh",
+            f,
+            "--kind",
+            "system",
+            "--mount-point",
+            "/x",
+        ],
+        None,
+    );
+    assert!(!refused.status.success(), "{refused:?}");
+    let ls = ok(&run(&["--data", d, "ls"], None));
+    assert!(!ls.contains("fresh"), "{ls}");
+    // The columns line up under the header.
+    let (header, row) = (
+        ls.lines().next().unwrap_or(""),
+        ls.lines().nth(1).unwrap_or(""),
+    );
+    assert_eq!(header.find("OWNER"), row.find("admin"), "{ls}");
     let missing = run(&["ls"], None);
     assert!(
         !missing.status.success(),
