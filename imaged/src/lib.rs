@@ -1,6 +1,6 @@
 //! imaged: carte's image store. Content-addressed blobs (`blob`), metadata behind a trait
 //! (`meta`), image kinds enforced as contracts (`access`, `contract`, applied by `store`),
-//! bearer tokens (`token`), the REST API netbootd mounts (`api`) and a blocking client
+//! bearer tokens (`token`), error lines for the binaries (`report`), the REST API netbootd mounts (`api`) and a blocking client
 //! (`client`) the CLI uses.
 //!
 //! imaged knows nothing of DHCP, iPXE or boot policy: netbootd tells it which images its
@@ -16,6 +16,7 @@ pub mod contract;
 pub mod meta;
 pub mod model;
 mod ratelimit;
+pub mod report;
 pub mod serve;
 pub mod store;
 pub mod token;

@@ -191,15 +191,7 @@ fn main() -> ExitCode {
 /// The error and its causes on one line, each cause once: our messages already include
 /// their io error, which is also their `source`.
 fn report(e: &anyhow::Error) -> String {
-    let mut out = e.to_string();
-    for cause in e.chain().skip(1) {
-        let cause = cause.to_string();
-        if !out.contains(&cause) {
-            out.push_str(": ");
-            out.push_str(&cause);
-        }
-    }
-    out
+    imaged::report::error_line(e.as_ref())
 }
 
 fn machines(server: &str, token_file: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {

@@ -162,6 +162,22 @@ pub enum Source {
     RawDisk(PathBuf),
 }
 
+impl Source {
+    /// What is built from, for messages: `directory /srv/tree`, `kernel package x.deb`.
+    pub fn describe(&self) -> String {
+        match self {
+            Source::Dir(p) => format!("directory {}", p.display()),
+            Source::Tar(p) => format!("tar archive {}", p.display()),
+            Source::OciArchive(p) => format!("OCI archive {}", p.display()),
+            Source::Kernel(KernelSource::Installed { vmlinuz, .. }) => {
+                format!("kernel {}", vmlinuz.display())
+            }
+            Source::Kernel(KernelSource::Deb(p)) => format!("kernel package {}", p.display()),
+            Source::RawDisk(p) => format!("disk image {}", p.display()),
+        }
+    }
+}
+
 /// What a build produced.
 #[derive(Debug, Clone)]
 pub enum Built {
