@@ -26,6 +26,7 @@ pub(crate) enum BuildCmd {
     Oci(TreeArgs),
     /// A whole-disk image, zstd-encoded for transfer.
     Raw {
+        /// The disk image file.
         src: PathBuf,
         #[command(flatten)]
         common: Common,
@@ -42,7 +43,9 @@ pub(crate) enum FormatArg {
 
 #[derive(Args)]
 pub(crate) struct TreeArgs {
+    /// The folder, tar or OCI archive to build from.
     src: PathBuf,
+    /// The layer's filesystem (erofs: compact, read-only; ext4: for tools that need it).
     #[arg(long, value_enum, default_value = "erofs")]
     format: FormatArg,
     #[command(flatten)]
@@ -78,8 +81,10 @@ pub(crate) struct Common {
     /// Mount point of a user or project layer.
     #[arg(long, requires = "push")]
     mount_point: Option<String>,
+    /// Fetched by carte-shim after the target's init starts (user and project layers).
     #[arg(long, requires = "push")]
     lazy: bool,
+    /// Project images: the command carte-shim runs once booted.
     #[arg(long, requires = "push")]
     autostart: Option<String>,
 }

@@ -43,9 +43,16 @@ enum Cmd {
     /// List the images you may read.
     Ls,
     /// Show an image and its versions (JSON).
-    Show { name: String },
-    /// Delete an image (refused while a setup uses it).
-    Rm { name: String },
+    Show {
+        /// The image.
+        name: String,
+    },
+    /// Delete an image (a server refuses while a setup of its policy uses it; a local
+    /// --data folder knows no policy).
+    Rm {
+        /// The image.
+        name: String,
+    },
     /// Delete expired temporary images and unreferenced blobs.
     Gc,
     /// Create an image without a version.
@@ -56,8 +63,11 @@ enum Cmd {
     Pull {
         /// name@N or name@latest
         image: ImageRef,
+        /// Which file of the version: layer, vmlinuz or modules (a zstd-encoded layer
+        /// comes as it was stored, still encoded).
         #[arg(long, default_value = "layer")]
         artefact: ArtefactName,
+        /// Where to write it (replaced only once verified).
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -87,8 +97,10 @@ enum Cmd {
 enum TokenCmd {
     /// Create a token; it is printed once and only its hash is kept.
     Create {
+        /// admin (everything, netbootd's machine list) or user (own images, projects).
         #[arg(long)]
         role: Role,
+        /// The user name the token acts as.
         #[arg(long)]
         name: String,
     },
@@ -108,9 +120,13 @@ enum ProjectCmd {
 
 #[derive(Args)]
 struct CreateArgs {
+    /// The new image's name (a-z 0-9 . _ -).
     name: String,
+    /// kernel, system, user, machine, temporary or project: what it may hold and who may
+    /// write it.
     #[arg(long)]
     kind: ImageKind,
+    /// Project images: the project whose members share it.
     #[arg(long)]
     project: Option<String>,
     /// Temporary images: seconds from now until expiry.

@@ -46,6 +46,7 @@ enum Command {
 enum PolicyCommand {
     /// Validate a policy folder; print each problem with file and line; exit 1 if any.
     Check {
+        /// The policy folder (every *.toml in it).
         dir: PathBuf,
         /// Data folder whose image store the setups' images are checked against.
         #[arg(long)]
@@ -95,7 +96,8 @@ struct ServeArgs {
     /// The data folder: image store, files, leases [default: /var/lib/carte].
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// The carte initramfs for image setups, a path under the data folder.
+    /// The carte initramfs for image setups, a path under the data folder
+    /// [default: carte/initramfs.cpio.zst].
     #[arg(long)]
     initramfs: Option<String>,
     /// The boot policy folder, reloaded live [default: /etc/carte/policy].
