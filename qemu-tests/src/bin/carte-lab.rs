@@ -159,7 +159,7 @@ fn phases(
         timeline::first_log_time(&log, &[MAC, "Discover"]),
     );
     marks.add(
-        "iPXE: HTTP entry script, per-machine script",
+        "iPXE: NIC setup wait (~13 s), entry and machine scripts",
         timeline::first_log_time(&log, &[MAC, "reply=Ack"]),
     );
     marks.add(
