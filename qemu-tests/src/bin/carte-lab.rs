@@ -159,7 +159,7 @@ fn phases(
         timeline::first_log_time(&log, &[MAC, "Discover"]),
     );
     marks.add(
-        "iPXE: NIC setup wait (~13 s), entry and machine scripts",
+        "iPXE: NIC setup wait, entry and machine scripts",
         timeline::first_log_time(&log, &[MAC, "reply=Ack"]),
     );
     marks.add(
